@@ -1,0 +1,68 @@
+"""What vpt-train and vpt-eval share: flags for the backbone, device choice, error reporting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.artifact import ArtifactError
+from training.backbone import BackboneError
+from training.data import DataError
+from training.text_tower import PromptError
+
+DEFAULT_BACKBONE = "ViT-B-16-quickgelu"
+DEFAULT_WEIGHTS = "openai"
+USER_ERRORS = (DataError, BackboneError, ArtifactError, PromptError, ValueError, FileNotFoundError)
+
+
+def add_backbone_args(parser: argparse.ArgumentParser, default_backbone: str | None = DEFAULT_BACKBONE) -> None:
+    parser.add_argument(
+        "--backbone", default=default_backbone, help="open_clip model name, or path to an open_clip JSON model config"
+    )
+    parser.add_argument(
+        "--weights",
+        default=DEFAULT_WEIGHTS if default_backbone else None,
+        help="pretrained tag (e.g. openai), a local weights file, or 'none' for random weights",
+    )
+    parser.add_argument("--cache-dir", default=None, help="open_clip / Hugging Face cache folder for weights")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def run_cli(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a CLI body; user mistakes print one clear line and exit 2 instead of a traceback."""
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return body(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun with --resume to continue from the last finished epoch", file=sys.stderr)
+        return 130

@@ -1,0 +1,103 @@
+"""vpt-train: fit a prompt posterior on a few-shot split and write the artifact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from training.artifact import save_posterior
+from training.backbone import load_backbone
+from training.classifier import PromptClassifier
+from training.cli_common import add_backbone_args, resolve_device, run_cli
+from training.data import class_subset, few_shot, load_dataset, load_split, save_split
+from training.evaluate import evaluate
+from training.features import encode_samples
+from training.fit import FitConfig, fit
+from training.learners import DEFAULT_LOG_VAR_INIT, DEFAULT_TEMPLATE, VARIANTS, LearnerConfig
+from training.objective import ESTIMATORS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = FitConfig()
+    p = argparse.ArgumentParser(prog="vpt-train", description=__doc__)
+    p.add_argument("--data", required=True, help="class-per-folder image folder, or a CoOp-layout dataset folder")
+    p.add_argument("--variant", default="vpt-cond", choices=VARIANTS)
+    p.add_argument("--shots", type=int, default=16, help="images per class (<= 0: all)")
+    p.add_argument("--classes", default="base", choices=("base", "all"), help="train on the base half or all classes")
+    p.add_argument("--split", type=Path, default=None, help="reuse a few-shot split file written by an earlier run")
+    add_backbone_args(p)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--samples", type=int, default=d.samples, help="L, Monte Carlo samples per image in the loss")
+    p.add_argument("--beta", type=float, default=d.beta, help="KL weight")
+    p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
+    p.add_argument("--kl-reduction", default=d.kl_reduction, choices=("mean", "sum"))
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    p.add_argument("--n-ctx", type=int, default=4)
+    p.add_argument("--ctx-init", default="a photo of a", help="words to initialise the context ('' = random)")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="hand-written prompt used by the zeroshot variant")
+    p.add_argument("--log-var-init", type=float, default=DEFAULT_LOG_VAR_INIT, help="initial log sigma^2 of q(r)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", type=Path, required=True, help="artifact path (.safetensors)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
+    return p
+
+
+def train(args: argparse.Namespace) -> int:
+    if args.out.suffix != ".safetensors":
+        raise ValueError(f"--out must end in .safetensors: {args.out}")
+    device = resolve_device(args.device)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(args.data)
+    classnames, restrict = class_subset(dataset, args.classes)
+    split_path = args.out.with_name(args.out.stem + ".split.json")
+    if args.split is not None:
+        shots = restrict(load_split(args.split, dataset.root)["train"])
+    else:
+        shots = few_shot(restrict(dataset.train), args.shots, args.seed)
+        save_split(split_path, dataset.root, {"train": shots, "val": [], "test": []})
+    backbone = load_backbone(args.backbone, args.weights, device, args.cache_dir)
+    cfg = LearnerConfig(args.variant, args.n_ctx, args.ctx_init, args.template, args.log_var_init)
+    fit_cfg = FitConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        samples=args.samples,
+        beta=args.beta,
+        estimator=args.estimator,
+        kl_reduction=args.kl_reduction,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+    )
+    clf = PromptClassifier.create(backbone, cfg, classnames)
+    feats, labels = encode_samples(backbone, shots, desc="train features")
+    summary = fit(clf, feats, labels, fit_cfg, checkpoint=args.out.with_suffix(".ckpt"), resume=args.resume)
+    metrics = {"train": {**summary, **evaluate(clf, feats, labels, args.samples, args.seed)}}
+    test = restrict(dataset.test)
+    if test:
+        tf, tl = encode_samples(backbone, test, desc="test features")
+        metrics["test"] = evaluate(clf, tf, tl, args.samples, args.seed)
+    training = {
+        **fit_cfg.as_dict(),
+        "dataset": dataset.name,
+        "classes": args.classes,
+        "shots": args.shots,
+        "n_train": len(shots),
+        "backbone_arg": str(args.backbone),
+        "weights_arg": str(args.weights),
+    }
+    save_posterior(args.out, clf.learner, backbone.identity, classnames, training, metrics)
+    args.out.with_suffix(".ckpt").unlink(missing_ok=True)
+    print(json.dumps({"artifact": str(args.out), "variant": args.variant, **metrics}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(train, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Fit the prompt posterior on precomputed image features (DESIGN 1, the paper's settings).
+
+SGD with momentum, one constant warm-up epoch at a tiny rate, cosine decay after; a checkpoint
+after every epoch (written atomically) so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from training.backbone import autocast
+from training.classifier import PromptClassifier
+from training.objective import negative_elbo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int = 10
+    lr: float = 0.002
+    batch_size: int = 1
+    samples: int = 20  # L, Monte Carlo samples per image in the loss
+    beta: float = 0.001
+    estimator: str = "elbo"
+    kl_reduction: str = "mean"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    seed: int = 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(cfg: FitConfig, epoch: int) -> float:
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
+
+
+def _save_checkpoint(path: Path, clf: PromptClassifier, opt: torch.optim.Optimizer, epoch: int, gen) -> None:
+    state = {"epoch": epoch, "learner": clf.learner.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def fit(
+    clf: PromptClassifier,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: FitConfig,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+) -> dict[str, float]:
+    """Train the learner in place; returns the last epoch's mean loss parts and training accuracy."""
+    device = clf.backbone.device
+    params = [p for p in clf.learner.parameters() if p.requires_grad]
+    if not params:
+        log.info("variant %s has nothing to learn; skipping training", clf.learner.cfg.variant)
+        return {}
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    start = 0
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        clf.learner.load_state_dict(state["learner"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"])
+        start = int(state["epoch"]) + 1
+        log.info("resumed from %s at epoch %d", checkpoint, start + 1)
+    samples = cfg.samples if clf.learner.cfg.stochastic else 1
+    summary: dict[str, float] = {}
+    for epoch in range(start, cfg.epochs):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        clf.train()
+        order = torch.randperm(len(features), generator=gen).to(device)
+        totals = {"loss": 0.0, "correct": 0.0, "seen": 0}
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
+        for step in bar:
+            idx = order[step : step + cfg.batch_size]
+            f, y = features[idx], labels[idx]
+            eps = clf.learner.sample_noise(len(idx), samples, generator=gen, device=torch.device("cpu"))
+            eps = None if eps is None else eps.to(device)
+            with autocast(device):
+                out = clf(f, eps)
+            loss, parts = negative_elbo(out, y, cfg.beta, cfg.estimator, cfg.kl_reduction)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            probs = torch.softmax(out.logits.detach().float(), -1).mean(1)
+            totals["loss"] += float(loss.detach()) * len(idx)
+            totals["correct"] += float((probs.argmax(-1) == y).sum())
+            totals["seen"] += len(idx)
+            bar.set_postfix(
+                loss=f"{totals['loss'] / totals['seen']:.4f}", acc=f"{totals['correct'] / totals['seen']:.3f}"
+            )
+        summary = {
+            "epoch": epoch + 1,
+            "train_loss": totals["loss"] / totals["seen"],
+            "train_accuracy": totals["correct"] / totals["seen"],
+            **{f"last_{k}": v for k, v in parts.items()},
+        }
+        log.info("epoch %d: %s", epoch + 1, summary)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, clf, opt, epoch, gen)
+    return summary
