@@ -70,3 +70,13 @@ def test_unreadable_and_foreign_files_are_refused(tmp_path):
         read_metadata(foreign)
     with pytest.raises(ArtifactError, match="not found"):
         read_metadata(tmp_path / "missing.safetensors")
+
+
+def test_random_weights_are_reproducible_across_loads():
+    from tests.conftest import TINY_CONFIG
+    from training.backbone import load_backbone
+
+    a = load_backbone(str(TINY_CONFIG), "none").model.state_dict()
+    torch.manual_seed(123)  # global RNG state must not matter
+    b = load_backbone(str(TINY_CONFIG), "none").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

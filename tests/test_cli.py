@@ -50,7 +50,7 @@ def test_train_then_eval(tmp_path, image_folder, capsys):
     with safe_open(str(out), "pt") as fh:
         meta = fh.metadata()
     assert meta["variant"] == "vpt" and json.loads(meta["classnames"]) == ["blue", "green", "red", "yellow"]
-    assert "accuracy" in json.loads(meta["metrics"])["test"]
+    fitted_test = json.loads(meta["metrics"])["test"]
     capsys.readouterr()
 
     report = tmp_path / "eval.json"
@@ -62,7 +62,7 @@ def test_train_then_eval(tmp_path, image_folder, capsys):
                 "--posterior",
                 str(out),
                 "--samples",
-                "4",
+                "3",
                 "--device",
                 "cpu",
                 "--out",
@@ -75,6 +75,8 @@ def test_train_then_eval(tmp_path, image_folder, capsys):
     for key in ("accuracy", "nll", "brier", "ece", "auroc_entropy", "auroc_mutual_information"):
         assert key in figures
     assert figures["model"].startswith("vpt:") and figures["n"] > 0
+    # a fresh process rebuilds the same backbone and posterior: same figures as at the end of training
+    assert figures["accuracy"] == fitted_test["accuracy"] and abs(figures["nll"] - fitted_test["nll"]) < 1e-5
     assert json.loads(capsys.readouterr().out)["accuracy"] == figures["accuracy"]
 
 

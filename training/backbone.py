@@ -132,9 +132,12 @@ def load_backbone(
                 "or give a path to a local weights file"
             )
     try:
-        clip_model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=device, cache_dir=cache_dir
-        )
+        # Random weights ("none") are seeded, so a posterior fitted on them is valid in another process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            clip_model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=device, cache_dir=cache_dir
+            )
     except RuntimeError as exc:
         raise BackboneError(f"could not load weights {weights!r} for {name}: {exc}") from exc
     except OSError as exc:  # offline hub miss, unreadable file
