@@ -18,7 +18,9 @@ from training.learners import DEFAULT_TEMPLATE, LearnerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vpt-eval", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="vpt-eval", description=__doc__, epilog="`vpt-eval base2new --help`: the base-to-new benchmark."
+    )
     p.add_argument("--data", required=True, help="class-per-folder image folder, or a CoOp-layout dataset folder")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--posterior", type=Path, help="artifact written by vpt-train")
@@ -69,6 +71,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["base2new"]:
+        from training.cli_base2new import main as base2new_main
+
+        return base2new_main(argv[1:])
     return run_cli(run_eval, build_parser().parse_args(argv))
 
 
