@@ -1,0 +1,68 @@
+"""create_app(): wire settings, metrics, registry and engine into a FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from app.api.errors import ERRORS, install_error_handlers
+from app.api.middleware import BodySizeLimit, RequestMetrics
+from app.api.routes import classes, classify, health, metrics
+from app.config import Settings
+from app.images import ImageTooLargeError
+from app.metrics import Metrics
+from app.registry import ClassRegistry
+from app.service import Service
+from app.web import router as web_router
+
+if TYPE_CHECKING:
+    from app.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundary, part headers and a few small fields
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    load_engine: Callable[[], Engine] | None = None,
+    initial_classes: Callable[[], Sequence[str]] | None = None,
+) -> FastAPI:
+    """The service. Give a ready `engine`, or `load_engine` to load one in the background at start-up.
+
+    /livez answers at once; /readyz turns 200 after loading, restoring the registered classes and
+    one warm-up forward pass. `initial_classes` seeds a registry that was never written to.
+    """
+    metrics_ = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = ClassRegistry(settings.registry_path)
+        service = Service(settings, metrics_, registry, engine, load_engine, initial_classes)
+        app.state.service = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="vpt",
+        summary="Uncertainty-aware image classification with variational prompt tuning of CLIP",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in (classify.router, classes.router, health.router, metrics.router, web_router):
+        app.include_router(router)
+    too_large = ERRORS[ImageTooLargeError][1].format(
+        max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes + MULTIPART_OVERHEAD, detail=too_large)
+    app.add_middleware(RequestMetrics, metrics=metrics_)  # outermost: also counts 413s from the limit
+    return app

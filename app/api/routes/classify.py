@@ -1,0 +1,29 @@
+"""POST /classify: one image in, class probabilities with Monte Carlo uncertainty out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from app.api.deps import ServiceDep
+from app.api.schemas import ClassifyOut, ErrorOut
+from app.images import ImageTooLargeError
+
+router = APIRouter(tags=["classify"])
+
+_ERRORS = {code: {"model": ErrorOut} for code in (400, 409, 413, 415, 422, 503)}
+
+
+@router.post("/classify", response_model=ClassifyOut, responses=_ERRORS)
+async def classify(
+    service: ServiceDep,
+    file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
+    top_k: Annotated[int | None, Query(ge=1, description="return only the k most probable classes")] = None,
+    samples: Annotated[int | None, Query(ge=1, description="Monte Carlo samples (1..max_samples)")] = None,
+) -> dict:
+    limit = service.settings.max_image_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLargeError()
+    return await service.classify(data, top_k=top_k, samples=samples)

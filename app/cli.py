@@ -1,0 +1,161 @@
+"""vpt-serve: serve a posterior (or zero-shot CLIP) over HTTP.
+
+Every setting is a flag and a VPT_* environment variable (flag wins): `--max-batch-size 8` or
+`VPT_MAX_BATCH_SIZE=8`. Files are checked and the weights loaded before the server binds, so
+a mistake ends the process with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+from pathlib import Path
+
+from pydantic import SecretStr, ValidationError
+
+from app.config import Settings
+
+log = logging.getLogger("app.cli")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per Settings field, generated so flags, env vars and defaults cannot drift apart."""
+    parser = argparse.ArgumentParser(
+        prog="vpt-serve",
+        description=__doc__.split("\n\n")[0],
+        epilog="Each flag is also read from VPT_<NAME> (e.g. VPT_DATA_DIR); flags win.",
+        argument_default=argparse.SUPPRESS,
+    )
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        default = field.default if field.default_factory is None else field.default_factory()
+        env = f"VPT_{name.upper()}"
+        shown = str(default) if isinstance(default, Path) else repr(default)
+        help_text = f"{field.description or name} [env {env}; default {shown}]"
+        if annotation is bool:
+            parser.add_argument(_flag(name), action="store_true", help=help_text)
+            continue
+        choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
+        if name == "classes":
+            help_text = help_text.replace("classes to register", "comma-separated classes to register")
+        if name == "token" and default is None:
+            help_text = help_text.replace("default None", "default none; prefer the env var")
+        parser.add_argument(_flag(name), choices=choices, help=help_text, metavar=None if choices else name.upper())
+    return parser
+
+
+def _settings_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if str(p)]
+        where = f"{_flag(loc[0])} / VPT_{loc[0].upper()}: " if loc else ""
+        parts.append(where + err.get("msg", "invalid").removeprefix("Value error, "))
+    return "; ".join(parts)
+
+
+def _apply_demo(settings: Settings) -> Settings:
+    from app.demo import prepare_demo
+
+    demo = prepare_demo(settings.data_dir, say=lambda line: print(line, file=sys.stderr, flush=True))
+    update = {
+        "backbone": str(demo.backbone),
+        "weights": str(demo.weights),
+        "posterior": demo.posterior,
+        "classes": settings.classes or demo.classnames,
+        "registry": settings.registry or demo.registry,
+    }
+    return settings.model_copy(update=update)
+
+
+def load_engine(settings: Settings):
+    """The engine as the settings describe it (weights from a local file or a filled cache: no network needed)."""
+    from app.engine.engine import Engine
+    from training.cli_common import resolve_device
+
+    device = str(resolve_device(settings.device))
+    return Engine.load(
+        settings.backbone,
+        settings.weights,
+        settings.posterior,
+        device,
+        cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
+        max_samples=settings.max_samples,
+        seed=settings.seed,
+    )
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from app.demo import DemoError
+    from app.engine.errors import EngineError
+    from app.registry import RegistryError
+    from training.artifact import ArtifactError
+    from training.backbone import BackboneError
+    from training.data import DataError
+    from training.text_tower import PromptError
+
+    return (
+        BackboneError,
+        ArtifactError,
+        EngineError,
+        RegistryError,
+        DemoError,
+        DataError,
+        PromptError,
+        FileNotFoundError,
+        ValueError,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    try:
+        settings = Settings(**args)
+    except ValidationError as exc:
+        print(f"error: {_settings_error(exc)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    errors = _user_errors()
+    try:
+        if settings.demo:
+            settings = _apply_demo(settings)
+        if settings.posterior is not None and not Path(settings.posterior).is_file():
+            raise FileNotFoundError(f"posterior artifact not found: {settings.posterior}")
+        from app.registry import ClassRegistry
+
+        ClassRegistry(settings.registry_path).close()  # unwritable registry: fail now, not at start-up
+        engine = load_engine(settings)
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return serve(settings, engine)
+
+
+def serve(settings: Settings, engine) -> int:
+    import uvicorn
+
+    from app.api import create_app
+
+    app = create_app(settings, engine=engine)
+    token = "required" if isinstance(settings.token, SecretStr) else "not required"
+    log.info(
+        "serving %s on http://%s:%d (registry %s; token %s)",
+        engine.model_id,
+        settings.host,
+        settings.port,
+        settings.registry_path,
+        token,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The service's settings: one validated object, read once from flags and `VPT_*` variables.
+
+Precedence: command-line flag > environment variable (VPT_<NAME>) > default. Nothing else in
+app/ reads os.environ. Invalid values fail at start-up with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("~/.cache/vpt")
+UNCERTAINTY_MEASURES = ("mutual_information", "entropy")
+
+
+class Settings(BaseSettings):
+    """Every knob of `vpt-serve`; the CLI maps `--max-batch-size` to `max_batch_size` and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="VPT_", extra="forbid", validate_default=True)
+
+    # model
+    backbone: str = Field("ViT-B-16-quickgelu", description="open_clip model name or path to a JSON model config")
+    weights: str = Field("openai", description="pretrained tag, local weights file, or 'none'")
+    posterior: Path | None = Field(None, description="posterior artifact (.safetensors); none serves zeroshot")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    cache_dir: Path | None = Field(None, description="open_clip / Hugging Face weights cache")
+    samples: int = Field(20, ge=1, description="Monte Carlo samples per image when a request gives none")
+    max_samples: int = Field(20, ge=1, description="largest `samples` a request may ask for (size of the sample bank)")
+    seed: int = Field(0, description="seed of the engine's residual bank (answers are reproducible)")
+    demo: bool = Field(False, description="build (first run) and serve the offline shapes demo model")
+    classes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="classes to register when the registry is new (default: the artifact's)"
+    )
+
+    # batching and limits
+    max_batch_size: int = Field(32, ge=1, description="images per forward pass")
+    max_queue_delay_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill up")
+    max_queue: int = Field(256, ge=1, description="requests waiting for the model; more answer 503")
+    request_timeout_s: float = Field(30.0, gt=0, description="longest wait for an answer before 503")
+    decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess uploads")
+    max_image_bytes: int = Field(10 * 2**20, ge=1, description="largest upload in bytes (413 above)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest image in pixels (413 above)")
+    max_names_per_call: int = Field(100, ge=1, description="class names per POST /classes")
+    max_classes: int = Field(10_000, ge=1, description="registered classes in all")
+
+    # storage, auth, network
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="demo cache and default registry location")
+    registry: Path | None = Field(
+        None, description="SQLite file of registered classes (default DATA_DIR/classes.sqlite)"
+    )
+    token: SecretStr | None = Field(None, description="bearer token required by POST/DELETE /classes")
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="port to bind (0: any free port)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # monitoring
+    uncertainty_measure: Literal["mutual_information", "entropy"] = Field(
+        "mutual_information", description="which uncertainty the threshold applies to"
+    )
+    uncertainty_threshold: float = Field(
+        0.1, ge=0, description="predictions above this (nats) count in vpt_uncertain_predictions_total"
+    )
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _split_classes(cls, value: object) -> object:
+        """Accept a comma-separated string (flag or env var) as well as a list."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("data_dir", "registry", "posterior", "cache_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if "samples" not in self.model_fields_set:  # the default follows a smaller max_samples
+            self.samples = min(self.samples, self.max_samples)
+        if self.samples > self.max_samples:
+            raise ValueError(f"samples ({self.samples}) must not exceed max_samples ({self.max_samples})")
+        return self
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry if self.registry is not None else self.data_dir / "classes.sqlite"
+
+    @property
+    def max_queue_delay_s(self) -> float:
+        return self.max_queue_delay_ms / 1000.0
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit values (e.g. CLI flags) taking precedence."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,96 @@
+"""The class set the engine scores against, and the cached text features of shared prompts.
+
+For `zeroshot`, `coop` and `vpt` the prompts do not depend on the image: their text features
+are computed once per (sample, class) and kept, [M, C, D]. For `vpt` the M residuals come from a
+noise bank drawn once (seeded), so a request for m samples always uses the first m of them and
+an answer never depends on what else is in the batch. Registering classes encodes only the new
+ones; removing one drops its column. Both give exactly what a rebuild would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from app.engine.passes import LengthGroup, PrefixKV, TextPasses, length_groups
+from training.text_tower import ClassTokens
+
+
+def draw_noise(samples: int, width: int, seed: int, device: torch.device) -> torch.Tensor:
+    """eps [samples, W] ~ N(0, I), drawn on the CPU so every device sees the same bank."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(samples, width, generator=gen).to(device)
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """An immutable snapshot: a prediction reads one while class changes build the next."""
+
+    names: tuple[str, ...] = ()
+    tokens: ClassTokens | None = None  # per-image variants run these every request
+    groups: list[LengthGroup] = field(default_factory=list)  # tokens split by prompt length
+    text: torch.Tensor | None = None  # [M, C, D] shared variants' cached features
+    text_t: torch.Tensor | None = None  # the same as [D, M, C], contiguous: the matmul's fast layout
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int | None:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            return None
+
+
+class ClassCache:
+    """Builds ClassSets: encodes new classes against fixed context rows (shared) or keeps tokens (per image)."""
+
+    def __init__(self, passes: TextPasses, shared_ctx: torch.Tensor | None) -> None:
+        self.passes = passes
+        self.shared_ctx = shared_ctx  # [M, n_ctx, W] for shared prompts, None for per-image ones
+        self._kv: PrefixKV | None = None  # the prompts' [SOS + ctx] part: the same for every class
+
+    def encode(self, tokens: ClassTokens) -> torch.Tensor:
+        """Text features [M, C, D] of the shared prompts for these classes.
+
+        One pass per class over its M prompts, always of the same shape whatever else is being
+        registered: a class's features never depend on its company, so the cache after any
+        sequence of additions and removals is bitwise what a rebuild gives (batching classes
+        would let the matmul kernels round differently for different batch shapes).
+        """
+        ctx = self.shared_ctx
+        if self._kv is None:
+            self._kv = self.passes.prefix_kv(ctx, tokens.prefix[:1])
+        first = torch.zeros(1, dtype=torch.long, device=ctx.device)
+        feats = [
+            self.passes.features(ctx, [LengthGroup(first, tokens.select([i]))], 1, self._kv) for i in range(len(tokens))
+        ]
+        return torch.cat(feats, dim=1)
+
+    def build(self, tokens: ClassTokens) -> ClassSet:
+        return self._make(tuple(tokens.names), tokens, self.encode(tokens) if self.shared_ctx is not None else None)
+
+    def add(self, current: ClassSet, tokens: ClassTokens) -> ClassSet:
+        if not len(current):
+            return self.build(tokens)
+        joined = ClassTokens.cat([current.tokens, tokens])
+        text = None
+        if self.shared_ctx is not None:
+            text = torch.cat([current.text, self.encode(tokens)], dim=1)
+        return self._make(tuple(joined.names), joined, text)
+
+    def remove(self, current: ClassSet, position: int) -> ClassSet:
+        keep = [i for i in range(len(current)) if i != position]
+        if not keep:
+            return ClassSet()
+        tokens = current.tokens.select(keep)
+        text = None
+        if current.text is not None:
+            text = current.text[:, torch.tensor(keep, device=current.text.device)]
+        return self._make(tuple(tokens.names), tokens, text)
+
+    def _make(self, names: tuple[str, ...], tokens: ClassTokens, text: torch.Tensor | None) -> ClassSet:
+        if self.shared_ctx is None:
+            return ClassSet(names, tokens, length_groups(tokens))
+        return ClassSet(names, tokens, [], text, text.permute(2, 0, 1).contiguous())

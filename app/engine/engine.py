@@ -1,0 +1,270 @@
+"""The serving engine: backbone + posterior -> Monte Carlo predictions with uncertainty (DESIGN 2).
+
+One `Engine` per process. `predict` runs on the batcher's worker thread while class changes may
+come from another: every change builds a new immutable ClassSet and swaps it in under a lock,
+so a prediction always scores against one consistent class set, and changes never overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from app.engine.bank import ClassCache, ClassSet, draw_noise
+from app.engine.cond import per_image_logits
+from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
+from app.engine.passes import TextPasses
+from training.artifact import load_posterior
+from training.backbone import Backbone, autocast, load_backbone
+from training.learners import LearnerConfig, PromptLearner
+from training.text_tower import CTX_PLACEHOLDER, ClassTokens, PromptError, TextTower
+from training.uncertainty import summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ClassScore:
+    label: str
+    probability: float  # MC mean of the per-sample softmax
+    variance: float  # Var_m p_m(c), the MC predictive variance
+    std: float
+
+
+@dataclass
+class Prediction:
+    classes: list[ClassScore]  # every registered class, most probable first
+    entropy: float
+    expected_entropy: float
+    mutual_information: float
+    samples: int  # prompts averaged (1 for the deterministic variants)
+
+
+def describe_model(variant: str, backbone: Backbone, posterior: str | Path | None) -> str:
+    """A human-readable identity such as 'vpt-cond posterior.safetensors on tiny-clip (none)'."""
+    ident = backbone.identity
+    weights = ident.weights
+    if weights.startswith("sha256:"):
+        weights = weights[: len("sha256:") + 12]
+    source = f" {Path(posterior).name}" if posterior else ""
+    return f"{variant}{source} on {ident.model} ({weights})"
+
+
+class Engine:
+    def __init__(
+        self,
+        backbone: Backbone,
+        learner: PromptLearner | None,
+        *,
+        max_samples: int = 20,
+        seed: int = 0,
+        chunk: int = 4096,
+        model_id: str | None = None,
+        text_mode: str | None = None,
+    ) -> None:
+        if max_samples < 1:
+            raise ValueError("max_samples must be at least 1")
+        ident = backbone.identity
+        if learner is None:
+            learner = PromptLearner(LearnerConfig("zeroshot"), ident.text_width, ident.embed_dim, None)
+        self.backbone = backbone
+        self.learner = learner.to(backbone.device)  # used under inference_mode only
+        self.cfg = learner.cfg
+        self.variant = self.cfg.variant
+        self.max_samples = max_samples
+        self.seed = seed
+        self.model_id = model_id or describe_model(self.variant, backbone, None)
+        self.trained_classnames: list[str] = []
+        self.device = backbone.device
+        self.tower = TextTower(backbone.model, backbone.tokenizer)
+        self.passes = TextPasses(self.tower, chunk, text_mode)
+        # The noise bank: drawn once, so answers are reproducible and batch-independent.
+        self.noise = draw_noise(max_samples, ident.text_width, seed, self.device) if self.cfg.stochastic else None
+        self.cache = ClassCache(self.passes, None if self.cfg.per_image else self._shared_contexts())
+        self._classes = ClassSet()
+        self._swap_lock = threading.Lock()  # guards reading / replacing the class set
+        self._change_lock = threading.Lock()  # serialises class changes (encoding runs outside _swap_lock)
+
+    @classmethod
+    def load(
+        cls,
+        backbone: str,
+        weights: str,
+        posterior: str | Path | None,
+        device: str,
+        *,
+        cache_dir: str | None = None,
+        max_samples: int = 20,
+        seed: int = 0,
+    ) -> Engine:
+        """Backbone from a model name or JSON config; posterior artifact, or None for zero-shot CLIP."""
+        bb = load_backbone(backbone, weights, device, cache_dir)
+        learner, trained = None, []
+        if posterior is not None:
+            post = load_posterior(posterior, bb)
+            learner, trained = post.learner, post.classnames
+        variant = learner.cfg.variant if learner is not None else "zeroshot"
+        engine = cls(bb, learner, max_samples=max_samples, seed=seed, model_id=describe_model(variant, bb, posterior))
+        engine.trained_classnames = list(trained)
+        log.info("engine %s, max %d samples", engine.model_id, max_samples)
+        return engine
+
+    # -- classes --------------------------------------------------------------------------
+    @property
+    def classnames(self) -> list[str]:
+        with self._swap_lock:
+            return list(self._classes.names)
+
+    def normalize_name(self, name: str) -> str:
+        """Collapse whitespace; refuse names that are empty or whose prompt overflows the text context."""
+        if not isinstance(name, str):
+            raise InvalidClassNameError(f"class name must be a string, not {type(name).__name__}")
+        text = " ".join(name.split())
+        if not text:
+            raise InvalidClassNameError("class name is empty (or only whitespace)")
+        context = self.tower.context_length
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        too_long = InvalidClassNameError(
+            f"class name {shown!r} is too long: its prompt must fit the text context of {context} tokens"
+        )
+        if len(text) > 64 * context:  # cannot fit whatever the tokens; spare the tokenizer
+            raise too_long
+        try:
+            self.tower.tokenize([self._prompt(text)])
+        except PromptError as exc:
+            raise too_long from exc
+        return text
+
+    @torch.inference_mode()
+    def set_classes(self, names: list[str]) -> None:
+        valid = self._valid_unique(names)
+        with self._change_lock, autocast(self.device):
+            new = self.cache.build(self._tokens(valid)) if valid else ClassSet()
+            self._swap(new)
+
+    @torch.inference_mode()
+    def add_classes(self, names: list[str]) -> list[str]:
+        """Register names not yet known (encoding only those); returns the ones newly added."""
+        valid = self._valid_unique(names)
+        with self._change_lock:
+            current = self._classes
+            fresh = [n for n in valid if current.index(n) is None]
+            if fresh:
+                with autocast(self.device):
+                    self._swap(self.cache.add(current, self._tokens(fresh)))
+        return fresh
+
+    @torch.inference_mode()
+    def remove_class(self, name: str) -> bool:
+        text = " ".join(name.split()) if isinstance(name, str) else ""
+        with self._change_lock:
+            position = self._classes.index(text)
+            if position is None:
+                return False
+            self._swap(self.cache.remove(self._classes, position))
+        return True
+
+    # -- prediction -----------------------------------------------------------------------
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL image -> [3, H, W] on the CPU (stateless, safe to call from a thread pool)."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return self.backbone.preprocess(image)
+
+    def predict(self, images: torch.Tensor, samples: list[int]) -> list[Prediction]:
+        """One batched forward; samples[i] (1..max_samples) prompts are averaged for image i."""
+        if images.ndim != 4 or len(images) != len(samples):
+            raise InvalidSamplesError(
+                f"need images [B, 3, H, W] and one sample count per image; got {tuple(images.shape)} "
+                f"and {len(samples)} counts"
+            )
+        bad = [m for m in samples if not isinstance(m, int) or not 1 <= m <= self.max_samples]
+        if bad:
+            raise InvalidSamplesError(f"samples must be in 1..{self.max_samples}; got {bad[0]!r}")
+        with self._swap_lock:
+            classes = self._classes
+        if not len(classes):
+            raise NoClassesError("no classes are registered")
+        return self._predict(classes, images, samples)
+
+    @torch.inference_mode()
+    def warmup(self) -> None:
+        """One full prediction on a blank image, against the registered classes or a stand-in."""
+        start = time.perf_counter()
+        with self._swap_lock:
+            classes = self._classes
+        if not len(classes):
+            with autocast(self.device):
+                classes = self.cache.build(self._tokens(["warm-up"]))
+        blank = self.preprocess(Image.new("RGB", (224, 224), (128, 128, 128)))[None]
+        self._predict(classes, blank, [self.max_samples])
+        log.info("warm-up done in %.2f s", time.perf_counter() - start)
+
+    @torch.inference_mode()
+    def _predict(self, classes: ClassSet, images: torch.Tensor, samples: list[int]) -> list[Prediction]:
+        feats = self.backbone.encode_images(images)
+        scale = self.backbone.logit_scale
+        used = samples if self.cfg.stochastic else [1] * len(samples)
+        if self.cfg.per_image:
+            with autocast(self.device):  # text passes in bf16 on CUDA; similarities are reduced in fp32
+                logits = per_image_logits(self.passes, self.learner, classes, feats, used, self.noise, scale)
+        else:  # one fp32 matmul against the first max(m) bank entries: [B, D] x [D, m * C]
+            text = classes.text_t[:, : max(used)]  # [D, m, C]: a view, rows m * C apart
+            every = scale * (feats @ text.reshape(text.shape[0], -1))
+            every = every.reshape(len(used), *text.shape[1:])
+            logits = [every[i, :m] for i, m in enumerate(used)]
+        return self._summaries(classes.names, logits)
+
+    @staticmethod
+    def _summaries(names: tuple[str, ...], logits: list[torch.Tensor]) -> list[Prediction]:
+        """Per image: MC mean / variance per class and the entropies (images with equal m together)."""
+        out: list[Prediction | None] = [None] * len(logits)
+        by_m: dict[int, list[int]] = {}
+        for i, lg in enumerate(logits):
+            by_m.setdefault(lg.shape[0], []).append(i)
+        for m, idx in by_m.items():
+            pred = summarize(torch.stack([logits[i] for i in idx]).float())
+            order = torch.sort(pred.probs, dim=-1, descending=True, stable=True).indices
+            probs = pred.probs.gather(1, order).cpu().tolist()
+            var = pred.variance.gather(1, order).cpu()
+            std = var.sqrt().tolist()
+            var = var.tolist()
+            order = order.cpu().tolist()
+            h, eh, mi = (t.cpu().tolist() for t in (pred.entropy, pred.expected_entropy, pred.mutual_information))
+            for j, i in enumerate(idx):
+                labels = map(names.__getitem__, order[j])
+                out[i] = Prediction(list(map(ClassScore, labels, probs[j], var[j], std[j])), h[j], eh[j], mi[j], m)
+        return out  # type: ignore[return-value]
+
+    # -- helpers --------------------------------------------------------------------------
+    def _prompt(self, name: str) -> str:
+        if self.cfg.prompt_ctx > 0:
+            return " ".join([CTX_PLACEHOLDER] * self.cfg.prompt_ctx) + f" {name}."
+        return self.cfg.template.format(name)
+
+    def _valid_unique(self, names: list[str]) -> list[str]:
+        """Every name normalised (all-or-nothing: one bad name changes nothing), first occurrence kept."""
+        seen: dict[str, None] = {}
+        for name in names:
+            seen.setdefault(self.normalize_name(name), None)
+        return list(seen)
+
+    def _tokens(self, names: list[str]) -> ClassTokens:
+        return self.tower.class_tokens(names, self.cfg.prompt_ctx, self.cfg.template)
+
+    def _swap(self, classes: ClassSet) -> None:
+        with self._swap_lock:
+            self._classes = classes
+
+    @torch.inference_mode()
+    def _shared_contexts(self) -> torch.Tensor:
+        """Context rows of the image-independent prompts: [M, n_ctx, W] (M = max_samples for vpt, else 1)."""
+        anchor = torch.zeros(1, self.backbone.identity.embed_dim, device=self.device)
+        eps = None if self.noise is None else self.noise[None]
+        return self.learner.contexts(anchor, eps)[0]

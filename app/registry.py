@@ -1,0 +1,97 @@
+"""The class registry's storage: the only module that speaks SQL.
+
+One SQLite file in WAL mode; every public call is one transaction, so a registration either
+survives a crash (kill -9 included) entirely or not at all. Names are stored already
+normalised; the order of registration is kept (it is the order of the model's classes).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS classes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class RegistryError(Exception):
+    """The registry file cannot be opened or written."""
+
+
+class ClassRegistry:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise RegistryError(f"cannot open the class registry {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _transaction(self, body):
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = body(self._conn)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                raise RegistryError(f"class registry {self.path}: {exc}") from exc
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._conn.execute("SELECT name FROM classes ORDER BY id")]
+
+    def add(self, names: Iterable[str]) -> list[str]:
+        """Register names (already normalised); returns those that were new, in order."""
+        names = list(dict.fromkeys(names))
+
+        def body(conn: sqlite3.Connection) -> list[str]:
+            added = []
+            for name in names:
+                cur = conn.execute("INSERT OR IGNORE INTO classes (name) VALUES (?)", (name,))
+                if cur.rowcount:
+                    added.append(name)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seeded', '1')")
+            return added
+
+        return self._transaction(body)
+
+    def remove(self, name: str) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seeded', '1')")
+            return conn.execute("DELETE FROM classes WHERE name = ?", (name,)).rowcount > 0
+
+        return self._transaction(body)
+
+    def seed(self, names: Iterable[str]) -> list[str]:
+        """Register `names` only if this registry was never written to (first start); returns what was added."""
+        names = list(dict.fromkeys(names))
+
+        def body(conn: sqlite3.Connection) -> list[str]:
+            if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone():
+                return []
+            conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', '1')")
+            conn.executemany("INSERT OR IGNORE INTO classes (name) VALUES (?)", [(n,) for n in names])
+            return names
+
+        return self._transaction(body)

@@ -1,0 +1,302 @@
+"""The service behind the routes: engine + batcher + registry + metrics, no HTTP.
+
+Pre (decode + preprocess, thread pool) -> core (batched forward pass, the one model thread)
+-> post (top-k, metrics). Class changes run on the model thread too, between batches, and
+are written to the registry in the same step, so the registry and the engine never disagree
+about a request that was answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from app.batcher import Batcher, BatchStats, QueueFullError
+from app.config import Settings
+from app.engine.errors import InvalidClassNameError, NoClassesError
+from app.images import ImageTooLargeError, decode_image
+from app.metrics import Metrics
+from app.registry import ClassRegistry
+
+if TYPE_CHECKING:
+    from app.engine.engine import Engine, Prediction
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+SHOWN_NAME_CHARS = 60
+
+
+class NotReadyError(Exception):
+    """The model is loading (or failed to load); requests that need it wait for /readyz."""
+
+
+class InvalidRequestError(Exception):
+    """A request the service refuses with a message written here (safe to show the client)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ClassNotFoundError(InvalidRequestError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"class {_show(name)} is not registered (GET /classes lists them)", 404)
+
+
+def _show(name: str) -> str:
+    """A client-supplied name quoted for a message, cut to a readable length."""
+    return repr(name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS] + "...")
+
+
+@dataclass(frozen=True)
+class _Job:
+    image: torch.Tensor  # [3, H, W]
+    samples: int
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        registry: ClassRegistry,
+        engine: Engine | None = None,
+        load_engine: Callable[[], Engine] | None = None,
+        initial_classes: Callable[[], Sequence[str]] | None = None,
+    ) -> None:
+        if engine is None and load_engine is None:
+            raise ValueError("give an engine or a function that loads one")
+        self.settings = settings
+        self.metrics = metrics
+        self.registry = registry
+        self.engine = engine
+        self._load_engine = load_engine
+        self._initial_classes = initial_classes or self._default_initial_classes
+        self.state = LOADING
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vpt-decode")
+        self._mutation_lock = asyncio.Lock()
+        self._prepare_task: asyncio.Task | None = None
+        self.batcher: Batcher[_Job, Prediction] = Batcher(
+            self._predict_batch,
+            settings.max_batch_size,
+            settings.max_queue_delay_s,
+            settings.max_queue,
+            on_batch=self._observe_batch,
+            on_queue_depth=metrics.queue_depth.set,
+        )
+        m = metrics
+        m.ready.set(0)
+        m.uncertainty_threshold.labels(settings.uncertainty_measure).set(settings.uncertainty_threshold)
+        m.uncertain.labels(settings.uncertainty_measure)  # exported as 0 before the first one
+
+    # life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the batcher and, in the background, load + restore classes + warm up."""
+        await self.batcher.start()
+        self._prepare_task = asyncio.create_task(self._prepare(), name="vpt-prepare")
+
+    async def wait_ready(self) -> str:
+        if self._prepare_task is not None:
+            await asyncio.shield(self._prepare_task)
+        return self.state
+
+    async def stop(self) -> None:
+        if self._prepare_task is not None and not self._prepare_task.done():
+            self._prepare_task.cancel()
+        await self.batcher.stop()
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.registry.close()
+
+    async def _prepare(self) -> None:
+        try:
+            if self.engine is None:
+                assert self._load_engine is not None
+                self.engine = await self.batcher.run_exclusive(self._load_engine)
+            await self.batcher.run_exclusive(self._restore_classes)
+            await self.batcher.run_exclusive(self.engine.warmup)
+        except Exception:
+            log.exception("the model could not be prepared; /readyz stays 503")
+            self.state = FAILED
+            return
+        engine = self.engine
+        self.metrics.model.info(
+            {
+                "variant": engine.variant,
+                "model_id": str(engine.model_id),
+                "max_samples": str(engine.max_samples),
+                "device": str(getattr(engine, "device", self.settings.device)),
+            }
+        )
+        self.state = READY
+        self.metrics.ready.set(1)
+        log.info("ready: %s (%s), %d classes", engine.variant, engine.model_id, len(engine.classnames))
+
+    def _default_initial_classes(self) -> Sequence[str]:
+        """VPT_CLASSES when given, else the classes the posterior was trained on."""
+        return self.settings.classes or list(getattr(self.engine, "trained_classnames", []))
+
+    def _restore_classes(self) -> None:
+        """Seed a new registry, then load its classes into the engine (skipping names the model cannot take)."""
+        assert self.engine is not None
+        seeded = self.registry.seed(self._valid_names(self._initial_classes(), "initial class"))
+        if seeded:
+            log.info("new class registry %s: registered %d initial classes", self.registry.path, len(seeded))
+        names = self._valid_names(self.registry.names(), "registered class")
+        self.engine.set_classes(names)
+        self.metrics.classes.set(len(self.engine.classnames))
+
+    def _valid_names(self, names: Sequence[str], what: str) -> list[str]:
+        assert self.engine is not None
+        valid = []
+        for name in names:
+            try:
+                valid.append(self.engine.normalize_name(name))
+            except InvalidClassNameError:
+                log.warning("%s %s does not fit this model's text context; skipped", what, _show(name))
+        return list(dict.fromkeys(valid))
+
+    def _require_engine(self) -> Engine:
+        if self.state != READY or self.engine is None:
+            raise NotReadyError()
+        return self.engine
+
+    def model_info(self) -> dict[str, Any]:
+        engine = self._require_engine()
+        return {"variant": engine.variant, "id": str(engine.model_id), "max_samples": engine.max_samples}
+
+    # classify ---------------------------------------------------------------------------------
+
+    async def classify(self, data: bytes, top_k: int | None = None, samples: int | None = None) -> dict[str, Any]:
+        engine = self._require_engine()
+        limit = min(self.settings.max_samples, engine.max_samples)
+        samples = self.settings.samples if samples is None else samples
+        if not 1 <= samples <= limit:
+            raise InvalidRequestError(f"samples must be between 1 and {limit}; got {samples}")
+        if not engine.classnames:
+            raise NoClassesError("no classes registered")
+        if len(data) > self.settings.max_image_bytes:
+            raise ImageTooLargeError()
+        loop = asyncio.get_running_loop()
+        image = await loop.run_in_executor(self._decode_pool, self._preprocess, data)
+        try:
+            prediction = await self.batcher.submit(_Job(image, samples), self.settings.request_timeout_s)
+        except QueueFullError:
+            self.metrics.queue_rejected.inc()
+            raise
+        self._observe_prediction(prediction)
+        classes = prediction.classes if top_k is None else prediction.classes[:top_k]
+        return {
+            "classes": [
+                {"label": c.label, "probability": c.probability, "variance": c.variance, "std": c.std} for c in classes
+            ],
+            "entropy": prediction.entropy,
+            "expected_entropy": prediction.expected_entropy,
+            "mutual_information": prediction.mutual_information,
+            "samples": prediction.samples,
+            "model": self.model_info(),
+        }
+
+    def _preprocess(self, data: bytes) -> torch.Tensor:
+        assert self.engine is not None
+        return self.engine.preprocess(decode_image(data, self.settings.max_image_pixels))
+
+    def _predict_batch(self, jobs: list[_Job]) -> list[Prediction]:
+        assert self.engine is not None
+        images = torch.stack([job.image for job in jobs])
+        return self.engine.predict(images, [job.samples for job in jobs])
+
+    def _observe_batch(self, stats: BatchStats) -> None:
+        m = self.metrics
+        m.batch_size.observe(stats.size)
+        m.inference.observe(stats.seconds)
+        for wait in stats.queue_waits:
+            m.queue_wait.observe(wait)
+
+    def _observe_prediction(self, p: Prediction) -> None:
+        m = self.metrics
+        m.samples.observe(p.samples)
+        m.entropy.observe(p.entropy)
+        m.mutual_information.observe(p.mutual_information)
+        measure = self.settings.uncertainty_measure
+        if getattr(p, measure) > self.settings.uncertainty_threshold:
+            m.uncertain.labels(measure).inc()
+
+    # classes ----------------------------------------------------------------------------------
+
+    def list_classes(self) -> list[str]:
+        return list(self._require_engine().classnames)
+
+    def _normalize_request(self, names: Sequence[str]) -> list[str]:
+        engine = self._require_engine()
+        if not names:
+            raise InvalidRequestError('"names" is empty: give at least one class name')
+        if len(names) > self.settings.max_names_per_call:
+            raise InvalidRequestError(
+                f'"names" holds {len(names)} names; at most {self.settings.max_names_per_call} per call'
+            )
+        normalized = []
+        for i, name in enumerate(names):
+            if not " ".join(name.split()):
+                raise InvalidRequestError(f"names[{i}] is empty or only whitespace")
+            try:
+                normalized.append(engine.normalize_name(name))
+            except InvalidClassNameError:
+                raise InvalidRequestError(
+                    f"names[{i}] {_show(name)} is not a valid class name: it is too long for the model's "
+                    "text context (shorten it) or cannot be tokenised"
+                ) from None
+        return list(dict.fromkeys(normalized))
+
+    async def add_classes(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """Register names zero-shot; names already registered are left alone (idempotent)."""
+        wanted = self._normalize_request(names)
+        engine = self._require_engine()
+        async with self._mutation_lock:
+            current = set(engine.classnames)
+            new = [n for n in wanted if n not in current]
+            if len(current) + len(new) > self.settings.max_classes:
+                raise InvalidRequestError(
+                    f"registering {len(new)} more classes would exceed the limit of {self.settings.max_classes}; "
+                    "delete some first",
+                    409,
+                )
+            if new:
+                await self.batcher.run_exclusive(self._add_now, new)
+            return {"added": new, "classes": list(engine.classnames)}
+
+    def _add_now(self, names: list[str]) -> None:
+        assert self.engine is not None
+        added = self.engine.add_classes(names)
+        try:
+            self.registry.add(names)
+        except Exception:
+            for name in added:  # keep the engine as the registry says
+                self.engine.remove_class(name)
+            raise
+        self.metrics.classes.set(len(self.engine.classnames))
+
+    async def remove_class(self, name: str) -> dict[str, Any]:
+        engine = self._require_engine()
+        try:
+            normalized = engine.normalize_name(name)
+        except InvalidClassNameError:
+            raise ClassNotFoundError(name) from None
+        async with self._mutation_lock:
+            if normalized not in engine.classnames:
+                raise ClassNotFoundError(normalized)
+            await self.batcher.run_exclusive(self._remove_now, normalized)
+            return {"removed": normalized, "classes": list(engine.classnames)}
+
+    def _remove_now(self, name: str) -> None:
+        assert self.engine is not None
+        self.registry.remove(name)
+        self.engine.remove_class(name)
+        self.metrics.classes.set(len(self.engine.classnames))

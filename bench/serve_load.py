@@ -1,0 +1,238 @@
+"""Load test of the real server: dynamic batching on vs off (max batch size 1).
+
+Starts `vpt-serve --demo` on a free loopback port (the first run builds the demo model, a few
+minutes), sends a bounded number of /classify requests from N concurrent clients, reads the
+batch-size histogram from /metrics, then does the same with --max-batch-size 1. Prints one
+table row per run and ends with
+
+    RESULT batching_speedup=<throughput ratio> p99_ms=<p99 with batching> errors=<failed requests>
+
+Only loopback traffic; every loop is bounded by a request count and a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RunResult:
+    name: str
+    max_batch_size: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: int
+    mean_batch: float
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_images(data_dir: Path | None, count: int) -> list[bytes]:
+    """PNG bytes of demo test images when the demo data set exists, else random noise images."""
+    found: list[Path] = []
+    if data_dir is not None:
+        found = sorted((data_dir / "demo" / "dataset" / "images").glob("*/test_*.png"))
+    rng = random.Random(0)
+    if found:
+        return [p.read_bytes() for p in rng.sample(found, min(count, len(found)))]
+    images = []
+    for i in range(count):
+        buf = io.BytesIO()
+        Image.effect_noise((64, 64), 40 + i % 50).convert("RGB").save(buf, format="PNG")
+        images.append(buf.getvalue())
+    return images
+
+
+class ServerProcess:
+    def __init__(self, args: argparse.Namespace, max_batch_size: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "app.cli", "--demo", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--max-batch-size", str(max_batch_size), "--max-queue", str(max(256, 4 * args.clients))]
+        cmd += ["--max-queue-delay-ms", str(args.max_queue_delay_ms), "--log-level", "warning"]
+        if args.data_dir:
+            cmd += ["--data-dir", str(args.data_dir)]
+        env = dict(os.environ)
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)  # its output (demo build progress) shows here
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited with code {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise SystemExit(f"server not ready after {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def batch_stats(metrics_text: str) -> tuple[float, float]:
+    """(sum, count) of the vpt_batch_size histogram."""
+    values = {}
+    for line in metrics_text.splitlines():
+        for key in ("vpt_batch_size_sum", "vpt_batch_size_count"):
+            if line.startswith(key + " "):
+                values[key] = float(line.split()[1])
+    return values.get("vpt_batch_size_sum", 0.0), values.get("vpt_batch_size_count", 0.0)
+
+
+@dataclass
+class Load:
+    seconds: float
+    latencies_ms: list[float]
+    errors: int
+    mean_batch: float
+
+
+async def drive(
+    url: str, images: list[bytes], clients: int, requests: int, warmup: int, samples: int | None, top_k: int | None
+) -> Load:
+    """`clients` workers, each with its own connection (a shared httpx pool serialises and starves
+    requests under load). Each first sends warmup/clients untimed requests (opening its connection);
+    once all have, they share a bounded counter of `requests` timed ones."""
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+    warmed = 0
+    params = {k: v for k, v in (("samples", samples), ("top_k", top_k)) if v}
+    all_warm, go = asyncio.Event(), asyncio.Event()
+
+    async def one(client: httpx.AsyncClient, i: int) -> float | None:
+        files = {"file": ("x.png", images[i % len(images)], "image/png")}
+        start = time.perf_counter()
+        try:
+            r = await client.post("/classify", files=files, params=params)
+        except httpx.HTTPError:
+            return None
+        return (time.perf_counter() - start) * 1000 if r.status_code == 200 else None
+
+    async def worker(first: int) -> None:
+        nonlocal issued, errors, warmed
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            for k in range(max(1, warmup // clients)):
+                await one(client, first + k)
+            warmed += 1
+            if warmed == clients:
+                all_warm.set()
+            await go.wait()
+            while issued < requests:
+                issued += 1
+                ms = await one(client, issued)
+                if ms is None:
+                    errors += 1
+                else:
+                    latencies.append(ms)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60) as control:
+        workers = [asyncio.create_task(worker(i)) for i in range(clients)]
+        await all_warm.wait()
+        before = batch_stats((await control.get("/metrics")).text)
+        started = time.perf_counter()
+        go.set()
+        await asyncio.gather(*workers)
+        seconds = time.perf_counter() - started
+        after = batch_stats((await control.get("/metrics")).text)
+    batches = after[1] - before[1]
+    return Load(seconds, latencies, errors, (after[0] - before[0]) / batches if batches else 0.0)
+
+
+def run_once(args: argparse.Namespace, name: str, max_batch_size: int, images: list[bytes]) -> RunResult:
+    server = ServerProcess(args, max_batch_size)
+    try:
+        server.wait_ready(args.start_timeout)
+        load = asyncio.run(
+            drive(server.url, images, args.clients, args.requests, args.warmup, args.samples, args.top_k)
+        )
+    finally:
+        server.stop()
+    return RunResult(name, max_batch_size, load.seconds, load.latencies_ms, load.errors, load.mean_batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    p.add_argument("--requests", type=int, default=640, help="requests per run (bounded)")
+    p.add_argument("--warmup", type=int, default=64, help="untimed requests first (they open the connections)")
+    p.add_argument("--max-batch-size", type=int, default=32, help="batch size of the batching run")
+    p.add_argument("--max-queue-delay-ms", type=float, default=5.0)
+    p.add_argument("--samples", type=int, default=None, help="samples per request (server default when unset)")
+    p.add_argument("--top-k", type=int, default=5, help="classes per answer (0: all)")
+    p.add_argument("--data-dir", type=Path, default=None, help="VPT_DATA_DIR for the demo cache")
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the server")
+    p.add_argument("--start-timeout", type=float, default=900.0, help="seconds to wait for /readyz (demo build)")
+    args = p.parse_args(argv)
+    if args.clients < 1 or args.requests < 1:
+        p.error("--clients and --requests must be positive")
+
+    data_dir = args.data_dir
+    if data_dir is None:
+        from app.config import Settings
+
+        data_dir = Settings().data_dir
+    results = []
+    for name, size in (("batching", args.max_batch_size), ("no batching", 1)):
+        images = load_images(data_dir, 64)  # after the first server start the demo images exist
+        print(f"run '{name}': max batch size {size}, {args.clients} clients, {args.requests} requests", flush=True)
+        results.append(run_once(args, name, size, images))
+
+    header = f"{'run':<12} {'max batch':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10} {'errors':>6}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.name:<12} {r.max_batch_size:>9} {r.throughput:>8.1f} {r.pct(50):>8.1f} {r.pct(99):>8.1f} "
+            f"{r.mean_batch:>10.2f} {r.errors:>6}"
+        )
+    batched, single = results
+    speedup = batched.throughput / single.throughput if single.throughput else float("nan")
+    errors = sum(r.errors for r in results)
+    print(f"RESULT batching_speedup={speedup:.2f} p99_ms={batched.pct(99):.1f} errors={errors}")
+    return 0 if errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

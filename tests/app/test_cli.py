@@ -1,0 +1,105 @@
+"""vpt-serve start-up: settings from flags and env, one-line failures, the demo cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app import cli, demo
+from app.config import Settings
+
+
+def test_flags_beat_env_and_env_beats_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("VPT_MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("VPT_PORT", "9001")
+    monkeypatch.setenv("VPT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("VPT_CLASSES", "red star, blue circle")
+    args = vars(cli.build_parser().parse_args(["--port", "9002", "--token", "abc", "--uncertainty-measure", "entropy"]))
+    s = Settings(**args)
+    assert (s.max_batch_size, s.port, s.data_dir) == (7, 9002, tmp_path)
+    assert s.classes == ["red star", "blue circle"]
+    assert s.token.get_secret_value() == "abc" and "abc" not in repr(s)
+    assert s.registry_path == tmp_path / "classes.sqlite"
+    assert s.uncertainty_measure == "entropy"
+    assert Settings().samples == 20 and Settings(max_samples=5).samples == 5
+
+
+def test_every_setting_has_a_flag():
+    help_text = cli.build_parser().format_help()
+    for name in Settings.model_fields:
+        assert "--" + name.replace("_", "-") in help_text
+        assert "VPT_" + name.upper() in help_text
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--posterior", "{tmp}/missing.safetensors"], ["posterior artifact not found", "missing.safetensors"]),
+        (["--backbone", "{tmp}/nope.json"], ["backbone config not found"]),
+        (["--backbone", "{tiny}", "--weights", "{tmp}/w.safetensors"], ["weights file not found"]),
+        (["--samples", "30"], ["samples (30) must not exceed max_samples (20)"]),
+        (["--max-batch-size", "0"], ["--max-batch-size / VPT_MAX_BATCH_SIZE"]),
+        (["--backbone", "{tiny}", "--weights", "none", "--registry", "{tmp}/file/r.sqlite"], ["class registry"]),
+    ],
+)
+def test_start_up_mistakes_fail_with_one_line(argv, words, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    tiny = Path(__file__).resolve().parents[1] / "assets" / "tiny-clip.json"
+    argv = [a.format(tmp=tmp_path, tiny=tiny) for a in argv]
+    assert cli.main([*argv, "--data-dir", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for word in words:
+        assert word in err[0]
+
+
+def test_demo_builds_missing_steps_once_and_then_reuses_the_cache(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_pretrain(out: Path) -> None:
+        calls.append("pretrain")
+        out.mkdir()
+        (out / "backbone.json").write_text("{}")
+        (out / "weights.safetensors").write_bytes(b"w")
+
+    def fake_export(out: Path) -> None:
+        calls.append("export")
+        out.mkdir()
+
+    def fake_train(dataset: Path, backbone: Path, out: Path) -> None:
+        calls.append("train")
+        assert (backbone / "weights.safetensors").is_file() and dataset.is_dir()
+        out.write_bytes(b"posterior")
+
+    monkeypatch.setattr(demo, "_pretrain", fake_pretrain)
+    monkeypatch.setattr(demo, "_export", fake_export)
+    monkeypatch.setattr(demo, "_train", fake_train)
+    said = []
+    model = demo.prepare_demo(tmp_path, say=said.append)
+    assert calls == ["pretrain", "export", "train"] and any("pretraining" in s for s in said)
+    assert model.posterior.read_bytes() == b"posterior" and model.weights.is_file()
+    assert len(model.classnames) > 50 and model.registry.parent == tmp_path / "demo"
+    # an interrupted step is redone, finished ones are not
+    model.posterior.unlink()
+    (tmp_path / "demo" / "vpt.safetensors.partial").write_bytes(b"half")
+    demo.prepare_demo(tmp_path, say=said.append)
+    assert calls == ["pretrain", "export", "train", "train"]
+    demo.prepare_demo(tmp_path, say=said.append)
+    assert calls == ["pretrain", "export", "train", "train"]
+
+
+def test_demo_settings_point_at_the_cache(tmp_path, monkeypatch):
+    fake = demo.DemoModel(
+        tmp_path / "b.json",
+        tmp_path / "w.safetensors",
+        tmp_path / "p.safetensors",
+        ["a", "b"],
+        tmp_path / "demo" / "classes.sqlite",
+    )
+    monkeypatch.setattr(demo, "prepare_demo", lambda data_dir, say: fake)
+    s = cli._apply_demo(Settings(demo=True, data_dir=tmp_path))
+    assert (s.backbone, s.weights, s.posterior) == (str(fake.backbone), str(fake.weights), fake.posterior)
+    assert s.classes == ["a", "b"] and s.registry_path == fake.registry
+    mine = cli._apply_demo(Settings(demo=True, data_dir=tmp_path, registry=tmp_path / "r.sqlite", classes="x"))
+    assert mine.registry_path == tmp_path / "r.sqlite" and mine.classes == ["x"]

@@ -1,0 +1,162 @@
+"""Liveness, readiness, metrics, and in-process batching / overload behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from contextlib import asynccontextmanager
+
+import httpx
+
+from app.api import create_app
+from tests.app.conftest import image_bytes, make_settings, serve
+from tests.app.fakes import FakeEngine
+from tests.app.test_classify import NAMES, assert_error, post_image
+
+
+def test_livez_and_readyz(client):
+    assert client.get("/livez").json() == {"status": "alive"}
+    r = client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json() == {
+        "status": "ready",
+        "model": {"variant": "vpt", "id": "fake-vpt", "max_samples": 20},
+        "classes": 3,
+    }
+
+
+def test_readyz_is_503_until_loaded_and_warmed_up(tmp_path):
+    release = threading.Event()
+    engine = FakeEngine("coop")
+
+    def load():
+        release.wait(10)
+        return engine
+
+    with serve(make_settings(tmp_path), load_engine=load, ready=False) as c:
+        assert c.get("/livez").status_code == 200
+        r = c.get("/readyz")
+        assert_error(r, 503, "/readyz")
+        assert r.headers["retry-after"]
+        assert_error(c.get("/classes"), 503)
+        assert_error(post_image(c, image_bytes()), 503)
+        release.set()
+        for _ in range(500):
+            if c.get("/readyz").status_code == 200:
+                break
+            threading.Event().wait(0.01)
+        assert c.get("/readyz").json()["model"]["variant"] == "coop"
+        assert engine.warmed
+
+
+def test_failed_load_keeps_readyz_503(tmp_path):
+    def load():
+        raise RuntimeError("weights exploded")
+
+    with serve(make_settings(tmp_path), load_engine=load, ready=False) as c:
+        for _ in range(100):
+            r = c.get("/readyz")
+            threading.Event().wait(0.01)
+        assert r.status_code == 503 and "exploded" not in r.text
+        assert c.get("/livez").status_code == 200
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def test_metrics_is_a_plain_route_with_everything(make_client):
+    with make_client(classes=NAMES, uncertainty_threshold=0.0) as c:
+        for _ in range(3):
+            post_image(c, image_bytes(), samples=4)
+        post_image(c, b"not an image")
+        r = c.get("/metrics", follow_redirects=False)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    requests = _samples(text, "vpt_http_requests_total")
+    assert requests['vpt_http_requests_total{method="POST",route="/classify",status="200"}'] == 3
+    assert requests['vpt_http_requests_total{method="POST",route="/classify",status="415"}'] == 1
+    assert 'vpt_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/classify",status="200"}' in text
+    assert _samples(text, "vpt_batch_size_count")["vpt_batch_size_count"] == 3
+    for name in ("vpt_queue_depth", "vpt_queue_wait_seconds_count", "vpt_inference_seconds_count", "vpt_ready"):
+        assert name in text
+    assert _samples(text, "vpt_registered_classes")["vpt_registered_classes"] == 3
+    assert _samples(text, "vpt_samples_sum")["vpt_samples_sum"] == 12
+    assert 'vpt_model_info{device="cpu",max_samples="20",model_id="fake-vpt",variant="vpt"} 1.0' in text
+    assert _samples(text, "vpt_prediction_entropy_nats_count")["vpt_prediction_entropy_nats_count"] == 3
+    assert "vpt_prediction_mutual_information_nats_bucket" in text
+    uncertain = _samples(text, "vpt_uncertain_predictions_total")
+    assert uncertain['vpt_uncertain_predictions_total{measure="mutual_information"}'] == 3
+    assert 'vpt_uncertainty_threshold_nats{measure="mutual_information"} 0.0' in text
+
+
+def test_unknown_route_is_404_json_and_counted_as_unmatched(client):
+    assert_error(client.get("/nope"), 404)
+    assert 'route="unmatched"' in client.get("/metrics").text
+
+
+@asynccontextmanager
+async def running(app):
+    async with app.router.lifespan_context(app):
+        service = app.state.service
+        await service.wait_ready()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.post("/classes", json={"names": NAMES})).status_code == 200
+            yield client
+
+
+async def _classify(client, data: bytes, **params) -> httpx.Response:
+    return await client.post("/classify", files={"file": ("x.png", data, "image/png")}, params=params)
+
+
+def test_concurrent_requests_share_a_forward_pass(tmp_path):
+    engine = FakeEngine(delay_s=0.05)
+    app = create_app(make_settings(tmp_path, max_batch_size=8, max_queue_delay_ms=20), engine=engine)
+    images = [image_bytes((40 * i, 200 - 20 * i, 90), seed=i) for i in range(12)]
+
+    async def main():
+        async with running(app) as client:
+            together = await asyncio.gather(*(_classify(client, d, samples=1 + i % 5) for i, d in enumerate(images)))
+            alone = [await _classify(client, d, samples=1 + i % 5) for i, d in enumerate(images)]
+            return together, alone
+
+    together, alone = asyncio.run(main())
+    assert all(r.status_code == 200 for r in together)
+    assert [r.json() for r in together] == [r.json() for r in alone]
+    assert max(engine.batch_sizes) > 1 and max(engine.batch_sizes) <= 8
+
+
+def test_full_queue_answers_503_with_retry_after(tmp_path):
+    engine = FakeEngine(delay_s=0.3)
+    app = create_app(make_settings(tmp_path, max_batch_size=1, max_queue=2, max_queue_delay_ms=0), engine=engine)
+
+    async def main():
+        async with running(app) as client:
+            answers = await asyncio.gather(*(_classify(client, image_bytes()) for _ in range(8)))
+            return answers, (await client.get("/metrics")).text
+
+    answers, metrics = asyncio.run(main())
+    rejected = _samples(metrics, "vpt_queue_rejected_total")["vpt_queue_rejected_total"]
+    assert rejected == sum(r.status_code == 503 for r in answers)
+    codes = sorted(r.status_code for r in answers)
+    assert 200 in codes and 503 in codes and set(codes) <= {200, 503}
+    busy = next(r for r in answers if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["detail"]
+
+
+def test_request_timeout_answers_503(tmp_path):
+    engine = FakeEngine(delay_s=0.5)
+    app = create_app(make_settings(tmp_path, request_timeout_s=0.1), engine=engine)
+
+    async def main():
+        async with running(app) as client:
+            return await _classify(client, image_bytes())
+
+    r = asyncio.run(main())
+    assert_error(r, 503, "retry")

@@ -1,0 +1,60 @@
+"""The service on the real engine with the tiny open_clip config: every variant end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.engine.engine import Engine
+from tests.app.conftest import image_bytes, make_settings, serve
+from tests.app.test_classify import post_image
+from tests.app.tiny import TRAINED, write_tiny_model
+
+VARIANTS = ("zeroshot", "coop", "cocoop", "vpt", "vpt-cond")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("tiny"), VARIANTS)
+
+
+def load(tiny, variant: str, max_samples: int = 8) -> Engine:
+    posterior = tiny.get(variant)
+    return Engine.load(str(tiny["config"]), str(tiny["weights"]), posterior, "cpu", max_samples=max_samples)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_serves(tmp_path, tiny, variant):
+    with serve(make_settings(tmp_path, samples=4, max_samples=8), load(tiny, variant)) as c:
+        ready = c.get("/readyz").json()
+        assert ready["model"]["variant"] == variant
+        expected = TRAINED if variant != "zeroshot" else []  # the artifact's classes seed a new registry
+        assert c.get("/classes").json()["classes"] == expected
+        c.post("/classes", json={"names": ["purple", "  light   orange "]})
+        body = post_image(c, image_bytes((200, 30, 30)), samples=4).json()
+    labels = [s["label"] for s in body["classes"]]
+    assert sorted(labels) == sorted({*expected, "purple", "light orange"})
+    assert body["model"]["variant"] == variant and variant in body["model"]["id"]
+    assert abs(sum(s["probability"] for s in body["classes"]) - 1) < 1e-4
+    if variant in ("vpt", "vpt-cond"):
+        assert body["samples"] == 4
+        assert max(s["variance"] for s in body["classes"]) > 0
+    else:
+        assert body["samples"] == 1
+        assert all(s["variance"] == 0 for s in body["classes"]) and abs(body["mutual_information"]) < 1e-6
+
+
+def test_vpt_answers_are_deterministic(tmp_path, tiny):
+    data = image_bytes((30, 200, 30), size=(40, 40))
+    settings = make_settings(tmp_path, max_samples=8)
+    with serve(settings, load(tiny, "vpt")) as c:
+        first = post_image(c, data, samples=8).json()
+        assert post_image(c, data, samples=8).json() == first
+    with serve(settings, load(tiny, "vpt")) as c:  # a new process-like start: same seed, same bank
+        assert post_image(c, data, samples=8).json() == first
+
+
+def test_too_long_name_is_422(tmp_path, tiny):
+    with serve(make_settings(tmp_path), load(tiny, "coop")) as c:
+        r = c.post("/classes", json={"names": ["ok", "word " * 40]})
+        assert r.status_code == 422 and "names[1]" in r.json()["detail"]
+        assert "ok" not in c.get("/classes").json()["classes"]

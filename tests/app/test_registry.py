@@ -1,0 +1,33 @@
+"""SQLite class registry: one transaction per call, order kept, survives reopening."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.registry import ClassRegistry, RegistryError
+
+
+def test_add_remove_order_and_idempotence(tmp_path):
+    reg = ClassRegistry(tmp_path / "r.sqlite")
+    assert reg.add(["b", "a", "b"]) == ["b", "a"]
+    assert reg.add(["a", "c"]) == ["c"]
+    assert reg.names() == ["b", "a", "c"]
+    assert reg.remove("a") and not reg.remove("a")
+    reg.close()
+    assert ClassRegistry(tmp_path / "r.sqlite").names() == ["b", "c"]
+
+
+def test_seed_only_once(tmp_path):
+    reg = ClassRegistry(tmp_path / "r.sqlite")
+    assert reg.seed(["x", "y"]) == ["x", "y"]
+    assert reg.seed(["z"]) == []
+    other = ClassRegistry(tmp_path / "s.sqlite")
+    other.add(["q"])
+    assert other.seed(["z"]) == [] and other.names() == ["q"]
+
+
+def test_unwritable_path_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RegistryError, match="cannot open the class registry"):
+        ClassRegistry(blocker / "r.sqlite")
