@@ -76,8 +76,11 @@ class PromptClassifier(nn.Module):
 
 
 def logits_from(image_features: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """image [B, D] x text [G, M, C, D] -> [B, M, C]; G is 1 (shared prompts) or B (per image)."""
-    image_features = image_features.to(text.dtype)
-    if text.shape[0] == 1:
-        return scale * torch.einsum("bd,mcd->bmc", image_features, text[0])
-    return scale * torch.einsum("bd,bmcd->bmc", image_features, text)
+    """image [B, D] x text [G, M, C, D] -> [B, M, C]; G is 1 (shared prompts) or B (per image).
+
+    Always fp32, outside autocast: at a logit scale near 100, bf16 logits would be off by ~0.2."""
+    image_features, text = image_features.float(), text.float()
+    with torch.autocast(image_features.device.type, enabled=False):
+        if text.shape[0] == 1:
+            return scale * torch.einsum("bd,mcd->bmc", image_features, text[0])
+        return scale * torch.einsum("bd,bmcd->bmc", image_features, text)

@@ -143,6 +143,7 @@ class Engine:
 
     @torch.inference_mode()
     def set_classes(self, names: list[str]) -> None:
+        """Replace the class set (names normalised, duplicates dropped; one bad name changes nothing)."""
         valid = self._valid_unique(names)
         with self._change_lock, autocast(self.device):
             new = self.cache.build(self._tokens(valid)) if valid else ClassSet()
@@ -162,6 +163,7 @@ class Engine:
 
     @torch.inference_mode()
     def remove_class(self, name: str) -> bool:
+        """Drop one class (whitespace-normalised name); False when it was not registered."""
         text = " ".join(name.split()) if isinstance(name, str) else ""
         with self._change_lock:
             position = self._classes.index(text)
