@@ -72,9 +72,10 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("token", mode="before")
+    @field_validator("token", "posterior", "registry", "cache_dir", mode="before")
     @classmethod
-    def _empty_token_is_none(cls, value: object) -> object:
+    def _empty_is_none(cls, value: object) -> object:
+        """An empty variable (as compose writes for an unset ${VAR:-}) means "not set", not the current folder."""
         return None if value == "" else value
 
     @field_validator("data_dir", "registry", "posterior", "cache_dir", mode="after")

@@ -1,31 +1,42 @@
 """`vpt-serve --demo`: build (once, offline) and cache a small shapes-world model to serve.
 
-Under DATA_DIR/demo/: backbone/ (the quick shapes CLIP, `vpt-pretrain-shapes --quick`), dataset/
-(the downstream shapes data set in the CoOp layout), vpt.safetensors (a quick unconditional
-`vpt` posterior fitted by `vpt-train` on the base half). Each step writes into a temporary
-folder and renames it when complete, so an interrupted build resumes at the missing step; a
-file lock keeps two servers from building at once.
+Under DATA_DIR: shapes-quick/ (the quick shapes CLIP and the downstream data set in the CoOp
+layout, shared with `vpt-eval base2new --quick`; see training/shapes/cache.py) and
+demo/vpt.safetensors (a quick unconditional `vpt` posterior fitted by `vpt-train` on the base
+half). Steps resume after an interruption; a file lock keeps two servers from building at once.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import shutil
-import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.shapes.cache import build_lock, cached_step, ensure_world
+
 log = logging.getLogger(__name__)
 
-# Small on purpose: the whole first build takes a few minutes on two CPU cores.
-TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 16, 2, 4
 TRAIN_ARGS = (
-    "--variant vpt --shots 16 --classes base --epochs 5 --batch-size 32 --samples 5 --lr 0.01 --warmup-epochs 0 "
-    "--device cpu"
-).split()
+    "--variant",
+    "vpt",
+    "--shots",
+    "16",
+    "--classes",
+    "base",
+    "--epochs",
+    "5",
+    "--batch-size",
+    "32",
+    "--samples",
+    "5",
+    "--lr",
+    "0.01",
+    "--warmup-epochs",
+    "0",
+    "--device",
+    "cpu",
+)
 
 
 class DemoError(RuntimeError):
@@ -41,74 +52,24 @@ class DemoModel:
     registry: Path  # the demo's own class registry
 
 
-@contextmanager
-def _build_lock(root: Path):
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _step(final: Path, what: str, build: Callable[[Path], None], say: Callable[[str], None]) -> None:
-    """Run build(tmp) unless `final` exists, then move tmp into place."""
-    if final.exists():
-        return
-    tmp = final.with_name(final.name + ".partial")
-    if tmp.is_dir():
-        shutil.rmtree(tmp)
-    else:
-        tmp.unlink(missing_ok=True)
-    say(f"demo: {what} ...")
-    started = time.monotonic()
-    build(tmp)
-    tmp.replace(final)
-    say(f"demo: {what}: done in {time.monotonic() - started:.0f} s")
-
-
 def prepare_demo(data_dir: Path, say: Callable[[str], None] = print) -> DemoModel:
-    """Build what is missing under data_dir/demo and return the paths to serve."""
+    """Build what is missing under data_dir and return the paths to serve."""
     from training.shapes.world import classnames
 
-    root = Path(data_dir).expanduser() / "demo"
-    with _build_lock(root):
-        _step(root / "backbone", "pretraining the quick shapes backbone (~2-4 min, first run only)", _pretrain, say)
-        _step(root / "dataset", "rendering the downstream shapes data set", _export, say)
-        backbone = root / "backbone"
-
-        def train(tmp: Path) -> None:
-            _train(root / "dataset", backbone, tmp)
-
-        _step(root / "vpt.safetensors", "fitting a quick vpt posterior on the base classes", train, say)
-    return DemoModel(
-        backbone / "backbone.json",
-        backbone / "weights.safetensors",
-        root / "vpt.safetensors",
-        classnames(),
-        root / "classes.sqlite",
-    )
+    data_dir = Path(data_dir).expanduser()
+    world = ensure_world(data_dir, quick=True, say=lambda line: say(f"demo: {line}"))
+    root = data_dir / "demo"
+    with build_lock(root):
+        cached_step(
+            root / "vpt.safetensors",
+            "demo: fitting a quick vpt posterior on the base classes",
+            lambda tmp: _train(world.dataset, world.config, world.weights, tmp),
+            say,
+        )
+    return DemoModel(world.config, world.weights, root / "vpt.safetensors", classnames(), root / "classes.sqlite")
 
 
-def _pretrain(out: Path) -> None:
-    from training.shapes.pretrain import main as pretrain_main
-
-    try:
-        pretrain_main(["--quick", "--out", str(out)])
-    except SystemExit as exc:  # argparse / dial errors
-        raise DemoError(f"pretraining the demo backbone failed (exit {exc.code})") from exc
-    if not (out / "weights.safetensors").is_file() or not (out / "backbone.json").is_file():
-        raise DemoError(f"pretraining wrote no backbone.json + weights.safetensors into {out}")
-
-
-def _export(out: Path) -> None:
-    from training.shapes.export import export_downstream
-
-    export_downstream(out, TRAIN_PER_CLASS, TEST_PER_CLASS, seed=0, n_per_class_val=VAL_PER_CLASS)
-
-
-def _train(dataset: Path, backbone: Path, out: Path) -> None:
+def _train(dataset: Path, config: Path, weights: Path, out: Path) -> None:
     from training.cli_train import main as train_main
 
     # vpt-train insists on a .safetensors suffix: train into a sibling, then move.
@@ -118,9 +79,9 @@ def _train(dataset: Path, backbone: Path, out: Path) -> None:
             "--data",
             str(dataset),
             "--backbone",
-            str(backbone / "backbone.json"),
+            str(config),
             "--weights",
-            str(backbone / "weights.safetensors"),
+            str(weights),
             "--out",
             str(target),
             *TRAIN_ARGS,

@@ -138,12 +138,12 @@ def load_backbone(
             clip_model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, device=device, cache_dir=cache_dir
             )
-    except RuntimeError as exc:
-        raise BackboneError(f"could not load weights {weights!r} for {name}: {exc}") from exc
-    except OSError as exc:  # offline hub miss, unreadable file
+    except (RuntimeError, OSError) as exc:
+        if pretrained is not None and weights_id != pretrained:  # a local file
+            raise BackboneError(f"weights file {pretrained} does not fit {name}: {exc}") from exc
         raise BackboneError(
-            f"weights {weights!r} for {name} are neither cached nor a readable file "
-            f"(offline? set the cache dir or mount a weights file): {exc}"
+            f"weights {weights!r} for {name} are neither in the cache ({cache_dir or 'default cache'}) nor "
+            "downloadable here: fetch them ahead with `vpt-fetch-weights`, mount the cache, or pass a weights file"
         ) from exc
     clip_model.eval().requires_grad_(False)
     check_text_tower(clip_model)

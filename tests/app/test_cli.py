@@ -25,6 +25,14 @@ def test_flags_beat_env_and_env_beats_defaults(monkeypatch, tmp_path):
     assert Settings().samples == 20 and Settings(max_samples=5).samples == 5
 
 
+def test_empty_variables_mean_unset(monkeypatch):
+    # compose writes "" for an unset ${VPT_POSTERIOR:-}; that must not become the current folder
+    for name in ("VPT_POSTERIOR", "VPT_REGISTRY", "VPT_CACHE_DIR", "VPT_TOKEN"):
+        monkeypatch.setenv(name, "")
+    s = Settings()
+    assert (s.posterior, s.registry, s.cache_dir, s.token) == (None, None, None, None)
+
+
 def test_every_setting_has_a_flag():
     help_text = cli.build_parser().format_help()
     for name in Settings.model_fields:
@@ -55,10 +63,13 @@ def test_start_up_mistakes_fail_with_one_line(argv, words, tmp_path, capsys):
 
 
 def test_demo_builds_missing_steps_once_and_then_reuses_the_cache(tmp_path, monkeypatch):
+    from training.shapes import cache
+
     calls = []
 
-    def fake_pretrain(out: Path) -> None:
+    def fake_pretrain(out: Path, quick: bool) -> None:
         calls.append("pretrain")
+        assert quick
         out.mkdir()
         (out / "backbone.json").write_text("{}")
         (out / "weights.safetensors").write_bytes(b"w")
@@ -67,13 +78,13 @@ def test_demo_builds_missing_steps_once_and_then_reuses_the_cache(tmp_path, monk
         calls.append("export")
         out.mkdir()
 
-    def fake_train(dataset: Path, backbone: Path, out: Path) -> None:
+    def fake_train(dataset: Path, config: Path, weights: Path, out: Path) -> None:
         calls.append("train")
-        assert (backbone / "weights.safetensors").is_file() and dataset.is_dir()
+        assert weights.is_file() and config.is_file() and dataset.is_dir()
         out.write_bytes(b"posterior")
 
-    monkeypatch.setattr(demo, "_pretrain", fake_pretrain)
-    monkeypatch.setattr(demo, "_export", fake_export)
+    monkeypatch.setattr(cache, "_pretrain", fake_pretrain)
+    monkeypatch.setattr(cache, "_export", fake_export)
     monkeypatch.setattr(demo, "_train", fake_train)
     said = []
     model = demo.prepare_demo(tmp_path, say=said.append)

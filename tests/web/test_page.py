@@ -8,7 +8,8 @@ import pytest
 
 from app.api.errors import ERRORS
 from app.images import NotAnImageError
-from tests.web.conftest import WAIT_S, Server, browser_missing, copy_if_asked, run_server, save_full_page
+from tests.servers import Server, run_server
+from tests.web.conftest import WAIT_S, browser_missing, copy_if_asked, save_full_page
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 

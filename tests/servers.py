@@ -1,0 +1,109 @@
+"""Run `vpt-serve --demo` as a real subprocess on a free loopback port, for end-to-end tests.
+
+The demo model is built on first use (a few minutes on two cores) and cached in
+$VPT_TEST_DATA_DIR (default ~/.cache/vpt-test), so later runs start in seconds. Each server
+gets its own class registry. Every wait is bounded; the server is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+CLASSES = ["red circle", "red square", "blue triangle", "green star", "yellow heart", "purple ring"]
+MAX_SAMPLES = 10
+START_TIMEOUT_S = 1200.0  # includes the demo's one-off build (pretrain + fit) on a cold cache
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("VPT_TEST_DATA_DIR") or Path.home() / ".cache" / "vpt-test").expanduser()
+
+
+def serve_command() -> list[str]:
+    script = Path(sys.executable).with_name("vpt-serve")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def get_json(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.load(response)
+
+
+def _wait_ready(server: Server, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"vpt-serve exited with code {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(server.url + "/readyz", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"vpt-serve was not ready after {timeout_s:.0f} s:\n{server.log_tail()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@contextmanager
+def run_server(root: Path, *extra: str, token: str | None = None) -> Iterator[Server]:
+    """`vpt-serve --demo` with its own registry under root; stopped on exit."""
+    port = free_port()
+    flags = {
+        "--data-dir": str(shared_data_dir()),
+        "--registry": str(root / "classes.sqlite"),
+        "--classes": ",".join(CLASSES),
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "--device": "cpu",
+        "--max-samples": str(MAX_SAMPLES),
+        "--log-level": "warning",
+    }
+    command = [*serve_command(), "--demo", *(part for pair in flags.items() for part in pair), *extra]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VPT_")}  # no stray VPT_TOKEN and the like
+    env["OMP_NUM_THREADS"] = "1"
+    if token is not None:
+        env["VPT_TOKEN"] = token  # not a flag: it would show in the process list
+    log = root / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
+    srv = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        _wait_ready(srv, START_TIMEOUT_S)
+        yield srv
+    finally:
+        _stop(process)

@@ -1,0 +1,86 @@
+"""Build the shapes world once (backbone + exported data set) and reuse it from a cache folder.
+
+Used by `vpt-eval base2new` (no --data) and by `vpt-serve --demo`. Each step writes into a
+`.partial` path and renames it when complete, so an interrupted build resumes at the missing
+step; a file lock keeps two processes from building the same world at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+# Images per class in the exported downstream data set: 16 shots to train, a small test set
+# (vpt-cond evaluation costs images x samples x classes text passes).
+TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 16, 2, 10
+DATA_DIR_ENV = "VPT_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class World:
+    config: Path  # backbone.json (open_clip model config)
+    weights: Path  # weights.safetensors
+    dataset: Path  # CoOp layout: images/ + split_zhou_Shapes.json
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV, "~/.cache/vpt")).expanduser()
+
+
+@contextmanager
+def build_lock(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_step(final: Path, what: str, build: Callable[[Path], None], say: Callable[[str], None]) -> None:
+    """Run build(tmp) unless `final` exists, then move tmp into place."""
+    if final.exists():
+        return
+    tmp = final.with_name(final.name + ".partial")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    else:
+        tmp.unlink(missing_ok=True)
+    say(f"{what} ...")
+    started = time.monotonic()
+    build(tmp)
+    tmp.replace(final)
+    say(f"{what}: done in {time.monotonic() - started:.0f} s")
+
+
+def _pretrain(out: Path, quick: bool) -> None:
+    from training.shapes.pretrain import main as pretrain_main
+
+    pretrain_main(["--out", str(out), *(["--quick"] if quick else [])])
+    if not (out / "weights.safetensors").is_file() or not (out / "backbone.json").is_file():
+        raise RuntimeError(f"pretraining wrote no backbone.json + weights.safetensors into {out}")
+
+
+def _export(out: Path) -> None:
+    from training.shapes.export import export_downstream
+
+    export_downstream(out, TRAIN_PER_CLASS, TEST_PER_CLASS, seed=0, n_per_class_val=VAL_PER_CLASS)
+
+
+def ensure_world(root: Path | None, quick: bool, say: Callable[[str], None] = print) -> World:
+    """The quick (CI-sized, ~2-5 min to build) or default world under root, built if missing."""
+    root = (root or default_root()) / ("shapes-quick" if quick else "shapes")
+    size = "quick" if quick else "default (up to ~20 min on 2 cores)"
+    with build_lock(root):
+        cached_step(
+            root / "backbone", f"shapes world: pretraining the {size} backbone", lambda p: _pretrain(p, quick), say
+        )
+        cached_step(root / "dataset", "shapes world: rendering the downstream data set", _export, say)
+    return World(root / "backbone" / "backbone.json", root / "backbone" / "weights.safetensors", root / "dataset")
