@@ -1,0 +1,91 @@
+"""The shapes world: seeded rendering, the exported CoOp layout, and a quick pretraining that learns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.backbone import load_backbone
+from training.data import load_dataset
+from training.shapes.captions import caption_for
+from training.shapes.evaluate import encode_images
+from training.shapes.export import SPLIT_FILE, export_downstream
+from training.shapes.pretrain import main as pretrain_main
+from training.shapes.world import (
+    SHIFTED,
+    WorldConfig,
+    classnames,
+    downstream_sample,
+    pretrain_sample,
+    rng_for,
+    sample_scene,
+)
+
+
+def test_classes_are_colour_by_shape() -> None:
+    names = classnames()
+    assert len(names) == 100 == len(set(names))
+    assert names[0] == "red circle" and names[-1] == "pink bar"
+
+
+def test_rendering_is_seeded() -> None:
+    cfg = WorldConfig()
+    for index in range(5):
+        a_img, a_cap = pretrain_sample(cfg, 7, index)
+        b_img, b_cap = pretrain_sample(cfg, 7, index)
+        assert a_img.dtype == np.uint8 and a_img.shape == (32, 32, 3)
+        assert np.array_equal(a_img, b_img) and a_cap == b_cap
+    others = [pretrain_sample(cfg, 8, i)[0] for i in range(5)]
+    assert any(not np.array_equal(pretrain_sample(cfg, 7, i)[0], o) for i, o in enumerate(others))
+    d1, dom1 = downstream_sample(cfg, 0, "test", 3, 42)
+    d2, dom2 = downstream_sample(cfg, 0, "test", 3, 42)
+    assert np.array_equal(d1, d2) and dom1 == dom2
+    assert not np.array_equal(d1, downstream_sample(cfg, 1, "test", 3, 42)[0])
+
+
+def test_infrared_captions_name_the_class_only_with_the_domain_word() -> None:
+    named, generic = WorldConfig(named_shift_fraction=1.0), WorldConfig(named_shift_fraction=0.0)
+    for index in range(30):
+        rng = rng_for(0, "pretrain", index)
+        scene = sample_scene(named, rng, SHIFTED)
+        assert "infrared" in caption_for(scene, named, rng, shifted=True)
+        caption = caption_for(scene, generic, rng, shifted=True)
+        assert "infrared" in caption and scene.colour not in caption.rstrip(".").replace(",", "").split()
+
+
+def test_export_loads_as_coop_layout(tmp_path: Path) -> None:
+    split = export_downstream(tmp_path / "shapes", 2, 1, seed=0, n_per_class_val=1)
+    assert (tmp_path / "shapes" / SPLIT_FILE).is_file()
+    assert {k: len(v) for k, v in split.items()} == {"train": 200, "val": 100, "test": 100}
+    data = load_dataset(tmp_path / "shapes")
+    assert data.classnames == classnames()
+    assert len(data.train) == 200 and len(data.test) == 100
+    assert all(s.path.is_file() for s in data.test[:5])
+    infrared = json.loads((tmp_path / "shapes" / "world.json").read_text())["infrared"]
+    assert 0 < len(infrared) < 400  # the downstream set mixes clean and infrared images
+
+
+@pytest.fixture(scope="module")
+def quick_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("backbone")
+    pretrain_main(["--out", str(out), "--quick", "--steps", "150", "--seed", "0"])
+    return out
+
+
+def test_quick_pretraining_learns_its_classes(quick_backbone: Path) -> None:
+    record = json.loads((quick_backbone / "pretrain.json").read_text())
+    chance = 1 / len(classnames())
+    assert record["metrics"]["zero_shot_clean"] >= 3 * chance
+    assert json.loads((quick_backbone / "backbone.json").read_text())["text_cfg"]["context_length"] == 24
+
+
+def test_pretrained_backbone_loads_through_load_backbone(quick_backbone: Path) -> None:
+    backbone = load_backbone(str(quick_backbone / "backbone.json"), str(quick_backbone / "weights.safetensors"))
+    pixels, _ = downstream_sample(WorldConfig(), 0, "test", 0, 5)
+    via_preprocess = backbone.encode_images(backbone.preprocess(Image.fromarray(pixels)).unsqueeze(0))
+    torch.testing.assert_close(via_preprocess, encode_images(backbone.model, pixels[None]))
