@@ -1,9 +1,10 @@
 """`vpt-serve --demo`: build (once, offline) and cache a small shapes-world model to serve.
 
-Under DATA_DIR: shapes-quick/ (the quick shapes CLIP and the downstream data set in the CoOp
-layout, shared with `vpt-eval base2new --quick`; see training/shapes/cache.py) and
-demo/vpt.safetensors (a quick unconditional `vpt` posterior fitted by `vpt-train` on the base
-half). Steps resume after an interruption; a file lock keeps two servers from building at once.
+Under DATA_DIR: shapes-quick/ holds the quick shapes CLIP and the downstream data set in the
+CoOp layout (shared with `vpt-eval base2new --quick`; see training/shapes/cache.py) plus
+demo-vpt-<weights sha>.safetensors, a quick unconditional `vpt` posterior fitted by `vpt-train`
+on the base half; demo/classes.sqlite is the demo's class registry. Steps resume after an
+interruption; a file lock keeps two servers from building at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.backbone import file_sha256
 from training.shapes.cache import build_lock, cached_step, ensure_world
 
 log = logging.getLogger(__name__)
@@ -58,15 +60,18 @@ def prepare_demo(data_dir: Path, say: Callable[[str], None] = print) -> DemoMode
 
     data_dir = Path(data_dir).expanduser()
     world = ensure_world(data_dir, quick=True, say=lambda line: say(f"demo: {line}"))
-    root = data_dir / "demo"
-    with build_lock(root):
+    # Named after the weights it was fitted on: a rebuilt backbone never meets a stale posterior.
+    world_root = world.dataset.parent
+    posterior = world_root / f"demo-vpt-{file_sha256(world.weights)[:12]}.safetensors"
+    with build_lock(world_root):
         cached_step(
-            root / "vpt.safetensors",
+            posterior,
             "demo: fitting a quick vpt posterior on the base classes",
             lambda tmp: _train(world.dataset, world.config, world.weights, tmp),
             say,
         )
-    return DemoModel(world.config, world.weights, root / "vpt.safetensors", classnames(), root / "classes.sqlite")
+    registry = data_dir / "demo" / "classes.sqlite"
+    return DemoModel(world.config, world.weights, posterior, classnames(), registry)
 
 
 def _train(dataset: Path, config: Path, weights: Path, out: Path) -> None:

@@ -93,11 +93,15 @@ def test_demo_builds_missing_steps_once_and_then_reuses_the_cache(tmp_path, monk
     assert len(model.classnames) > 50 and model.registry.parent == tmp_path / "demo"
     # an interrupted step is redone, finished ones are not
     model.posterior.unlink()
-    (tmp_path / "demo" / "vpt.safetensors.partial").write_bytes(b"half")
+    (model.posterior.parent / (model.posterior.name + ".partial")).write_bytes(b"half")
     demo.prepare_demo(tmp_path, say=said.append)
     assert calls == ["pretrain", "export", "train", "train"]
-    demo.prepare_demo(tmp_path, say=said.append)
-    assert calls == ["pretrain", "export", "train", "train"]
+    again = demo.prepare_demo(tmp_path, say=said.append)
+    assert calls == ["pretrain", "export", "train", "train"] and again.posterior == model.posterior
+    # other backbone weights (a rebuilt world): the old posterior is not reused
+    model.weights.write_bytes(b"other weights")
+    rebuilt = demo.prepare_demo(tmp_path, say=said.append)
+    assert calls[-1] == "train" and len(calls) == 5 and rebuilt.posterior != model.posterior
 
 
 def test_demo_settings_point_at_the_cache(tmp_path, monkeypatch):
