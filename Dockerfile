@@ -28,12 +28,14 @@ RUN useradd --create-home --uid 1000 vpt \
     && mkdir -p /data /weights \
     && chown vpt:vpt /data /weights
 
-# Bake weights into the image (needs network at build time):
-#   docker build --build-arg BAKE_WEIGHTS=ViT-B-16-quickgelu:openai .
+# Bake weights into the image (needs network at build time only):
+#   docker build --build-arg BAKE_WEIGHTS=1 .                          (the default ViT-B-16-quickgelu:openai)
+#   docker build --build-arg BAKE_WEIGHTS=ViT-L-14-quickgelu:openai .  (any MODEL:TAG; set VPT_BACKBONE to match)
 # Empty (default): weights come from the /weights volume (see docs/deployment.md).
 ARG BAKE_WEIGHTS=""
 USER 1000:1000
-RUN if [ -n "$BAKE_WEIGHTS" ]; then vpt-fetch-weights "$BAKE_WEIGHTS" --cache-dir /weights; fi
+RUN if [ "$BAKE_WEIGHTS" = "1" ]; then BAKE_WEIGHTS=ViT-B-16-quickgelu:openai; fi; \
+    if [ -n "$BAKE_WEIGHTS" ]; then vpt-fetch-weights "$BAKE_WEIGHTS" --cache-dir /weights; fi
 
 # Baked or mounted, the server never reaches for the network at start-up.
 ENV HF_HUB_OFFLINE=1

@@ -11,52 +11,24 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
-from tests.servers import free_port, run_server
+from tests.deploy.conftest import metrics_text
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "deploy/grafana/dashboards/vpt.json"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
+SCRAPE_TIMEOUT_S = 90
 SUFFIXES = {
-    "counter": ("", "_total"),
+    "counter": ("", "_total", "_created"),
     "histogram": ("_bucket", "_count", "_sum", "_created"),
     "gauge": ("",),
     "info": ("_info",),
-    "summary": ("_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
 }
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with run_server(tmp_path_factory.mktemp("deploy-server")) as srv:
-        png = tmp_path_factory.mktemp("img") / "x.png"
-        Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(png)
-        body, ctype = _multipart(png.read_bytes())
-        req = urllib.request.Request(srv.url + "/classify", data=body, headers={"Content-Type": ctype})
-        urllib.request.urlopen(req, timeout=30).close()  # so request and uncertainty series exist
-        yield srv
-
-
-def _multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = "vptboundary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
-def _metrics_text(url: str) -> str:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-        return response.read().decode()
 
 
 def exported_names(text: str) -> set[str]:
@@ -67,68 +39,107 @@ def exported_names(text: str) -> set[str]:
     return names
 
 
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+
+
 def test_promtool_accepts_metrics(server):
     if PROMTOOL is None:
         pytest.skip("promtool absent (CI installs the Debian package prometheus)")
     result = subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=_metrics_text(server.url), capture_output=True, text=True, timeout=60
+        [PROMTOOL, "check", "metrics"], input=metrics_text(server.url), capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dashboard_queries_only_exported_metrics(server):
-    names = exported_names(_metrics_text(server.url))
-    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/vpt.json").read_text())
-    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    assert len(exprs) >= 8
-    used = {m for e in exprs for m in re.findall(r"\bvpt_[a-z_]+", e)}
-    assert used and used <= names, f"not exported: {sorted(used - names)}"
+def test_uncertainty_metrics_are_exported(server):
+    names = exported_names(metrics_text(server.url))
     for wanted in (
         "vpt_prediction_entropy_nats_bucket",
         "vpt_prediction_mutual_information_nats_bucket",
+        "vpt_uncertain_predictions_total",
+    ):
+        assert wanted in names
+
+
+def test_dashboard_queries_only_exported_metrics(server):
+    names = exported_names(metrics_text(server.url))
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 8
+    used = {m for e in exprs for m in re.findall(r"\bvpt_[a-z_]+", e)}
+    assert used and used <= names, f"not exported: {sorted(used - names)}"
+    for wanted in (  # what the dashboard is for: traffic, latency, batching, queue, uncertainty drift
+        "vpt_http_requests_total",
+        "vpt_http_request_duration_seconds_bucket",
         "vpt_batch_size_bucket",
         "vpt_queue_depth",
+        "vpt_prediction_entropy_nats_bucket",
+        "vpt_prediction_mutual_information_nats_bucket",
+        "vpt_uncertain_predictions_total",
     ):
         assert wanted in used
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def _query(api: str, expr: str) -> float | None:
+    result = _get_json(f"{api}/query?{urllib.parse.urlencode({'query': expr})}")["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def _scrape_config(target: str) -> dict:
+    """The repo's Prometheus config, pointed at `target` and scraping every second."""
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = "1s"
+    config["global"]["evaluation_interval"] = "1s"
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "vpt"]
+    job["static_configs"] = [{"targets": [target]}]
+    return config
 
 
 def test_prometheus_scrapes_the_server(server, tmp_path):
     if PROMETHEUS is None:
         pytest.skip("prometheus absent (CI installs the Debian package prometheus)")
-    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    config["global"]["scrape_interval"] = "1s"
-    config["scrape_configs"][0]["static_configs"][0]["targets"] = [server.url.removeprefix("http://")]
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(_scrape_config(server.url.removeprefix("http://"))))
     port = free_port()
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = tmp_path / "prometheus.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     api = f"http://127.0.0.1:{port}/api/v1"
     try:
-        up, value = None, None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and (up != "up" or value is None):
+        health, classes, predictions = None, None, None
+        deadline = time.monotonic() + SCRAPE_TIMEOUT_S
+        while time.monotonic() < deadline and (health != "up" or classes is None or predictions is None):
             time.sleep(1)
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+            assert proc.poll() is None, f"prometheus exited:\n{log_path.read_text()[-2000:]}"
             try:
-                targets = json.load(urllib.request.urlopen(api + "/targets", timeout=5))["data"]["activeTargets"]
-                up = targets[0]["health"] if targets else None
-                query = urllib.parse.urlencode({"query": "vpt_registered_classes"})
-                result = json.load(urllib.request.urlopen(f"{api}/query?{query}", timeout=5))["data"]["result"]
-                value = float(result[0]["value"][1]) if result else None
+                targets = _get_json(api + "/targets")["data"]["activeTargets"]
+                health = targets[0]["health"] if targets else None
+                classes = _query(api, 'vpt_registered_classes{job="vpt"}')
+                predictions = _query(api, 'vpt_prediction_entropy_nats_count{job="vpt"}')
             except OSError:
                 continue
-        assert up == "up", f"target health {up!r}"
-        assert value == float(len(server.get_json("/classes")["classes"]))
+        assert health == "up", f"target health {health!r}:\n{log_path.read_text()[-2000:]}"
+        assert _query(api, 'up{job="vpt"}') == 1.0
+        assert classes == float(len(server.get_json("/classes")["classes"]))
+        assert predictions is not None and predictions >= 1  # the fixture's /classify, through Prometheus
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
