@@ -1,4 +1,8 @@
-"""Dependencies as short Annotated aliases, so a route's signature reads as its needs."""
+"""Dependencies as short Annotated aliases, so a route's signature reads as its needs.
+
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per
+request for what is an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from app.config import Settings
 from app.service import Service
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -23,7 +27,7 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def require_token(request: Request, settings: SettingsDep) -> None:
+async def require_token(request: Request, settings: SettingsDep) -> None:
     """Mutating calls need `Authorization: Bearer <token>` when a token is configured."""
     if settings.token is None:
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -14,9 +15,12 @@ from app.metrics import Metrics
 class RequestMetrics:
     """Count and time every HTTP request by route template (not raw path) and status."""
 
+    MAX_CACHED = 1024  # label sets whose children are kept (methods and statuses are client-chosen)
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # labels -> (counter, histogram)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,8 +41,13 @@ class RequestMetrics:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             labels = (path, scope["method"], str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+            children = self._children.get(labels)
+            if children is None:  # labels() takes a lock and builds a key: once per label set, not per request
+                children = (self.metrics.requests.labels(*labels), self.metrics.latency.labels(*labels))
+                if len(self._children) < self.MAX_CACHED:
+                    self._children[labels] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
 class BodySizeLimit:
