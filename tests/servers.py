@@ -69,7 +69,8 @@ def _wait_ready(server: Server, timeout_s: float) -> None:
     raise RuntimeError(f"vpt-serve was not ready after {timeout_s:.0f} s:\n{server.log_tail()}")
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate, then kill if it does not stop in time."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -106,4 +107,4 @@ def run_server(root: Path, *extra: str, token: str | None = None) -> Iterator[Se
         _wait_ready(srv, START_TIMEOUT_S)
         yield srv
     finally:
-        _stop(process)
+        stop_process(process)

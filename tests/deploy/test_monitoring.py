@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import metrics_text
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/vpt.json"
@@ -137,9 +137,4 @@ def test_prometheus_scrapes_the_server(server, tmp_path):
         assert classes == float(len(server.get_json("/classes")["classes"]))
         assert predictions is not None and predictions >= 1  # the fixture's /classify, through Prometheus
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
