@@ -54,7 +54,8 @@ class Server:
             return json.load(response)
 
 
-def _wait_ready(server: Server, timeout_s: float) -> None:
+def wait_ready(server: Server, timeout_s: float) -> None:
+    """Poll /readyz until 200; fail with the server's log tail if it exits or times out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -104,7 +105,7 @@ def run_server(root: Path, *extra: str, token: str | None = None) -> Iterator[Se
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
     srv = Server(f"http://127.0.0.1:{port}", process, log)
     try:
-        _wait_ready(srv, START_TIMEOUT_S)
+        wait_ready(srv, START_TIMEOUT_S)
         yield srv
     finally:
         stop_process(process)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,15 +14,11 @@ import pytest
 
 from tests.app.conftest import image_bytes
 from tests.app.tiny import TRAINED, write_tiny_model
+from tests.servers import Server as RunningServer
+from tests.servers import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -41,18 +35,11 @@ class Server:
                 stdout=fh,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.kill()
-        raise AssertionError(f"server not ready in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+        try:
+            wait_ready(RunningServer(self.url, self.proc, log), START_TIMEOUT_S)
+        except RuntimeError:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         if self.proc.poll() is None:
