@@ -1,6 +1,6 @@
 """`vpt-serve --demo`: build (once, offline) and cache a small shapes-world model to serve.
 
-Under DATA_DIR: shapes-quick/ holds the quick shapes CLIP and the downstream data set in the
+Under DATA_DIR: shapes-quick-<recipe digest>/ holds the quick shapes CLIP and the downstream data set in the
 CoOp layout (shared with `vpt-eval base2new --quick`; see training/shapes/cache.py) plus
 demo-vpt-<weights sha>.safetensors, a quick unconditional `vpt` posterior fitted by `vpt-train`
 on the base half; demo/classes.sqlite is the demo's class registry. Steps resume after an

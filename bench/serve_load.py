@@ -65,11 +65,8 @@ def free_port() -> int:
 def load_images(data_dir: Path | None, count: int) -> list[bytes]:
     """PNG bytes of demo test images when the demo data set exists, else random noise images."""
     found: list[Path] = []
-    if data_dir is not None:  # the demo's data set (shapes-quick/, or demo/ in caches built before it)
-        for sub in ("shapes-quick", "demo"):
-            found = sorted((data_dir / sub / "dataset" / "images").glob("*/test_*.png"))
-            if found:
-                break
+    if data_dir is not None:  # the demo's data set (shapes-quick-<digest>/)
+        found = sorted(data_dir.glob("shapes-quick-*/dataset/images/*/test_*.png"))
     rng = random.Random(0)
     if found:
         return [p.read_bytes() for p in rng.sample(found, min(count, len(found)))]

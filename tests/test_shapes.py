@@ -12,6 +12,8 @@ from PIL import Image
 
 from training.backbone import load_backbone
 from training.data import load_dataset
+from training.shapes import pretrain
+from training.shapes.cache import world_dir
 from training.shapes.captions import caption_for
 from training.shapes.evaluate import encode_images
 from training.shapes.export import SPLIT_FILE, export_downstream
@@ -67,7 +69,21 @@ def test_export_loads_as_coop_layout(tmp_path: Path) -> None:
     assert len(data.train) == 200 and len(data.test) == 100
     assert all(s.path.is_file() for s in data.test[:5])
     infrared = json.loads((tmp_path / "shapes" / "world.json").read_text())["infrared"]
-    assert 0 < len(infrared) < 400  # the downstream set mixes clean and infrared images
+    assert len(infrared) == 400  # by default the downstream set is all infrared
+
+
+def test_downstream_share_of_infrared_is_a_dial(tmp_path: Path) -> None:
+    export_downstream(tmp_path, 2, 1, seed=0, world=WorldConfig(downstream_shift_fraction=0.5), n_per_class_val=1)
+    infrared = json.loads((tmp_path / "world.json").read_text())["infrared"]
+    assert 100 < len(infrared) < 300  # a mix of clean and infrared images
+
+
+def test_world_cache_is_keyed_by_its_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    quick, default = world_dir(tmp_path, quick=True), world_dir(tmp_path, quick=False)
+    assert quick.parent == default.parent == tmp_path and quick != default
+    assert world_dir(tmp_path, quick=True) == quick  # stable
+    monkeypatch.setattr(pretrain, "QUICK_STEPS", pretrain.QUICK_STEPS + 1)
+    assert world_dir(tmp_path, quick=True) != quick  # a changed recipe never reuses a stale world
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +96,7 @@ def quick_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_quick_pretraining_learns_its_classes(quick_backbone: Path) -> None:
     record = json.loads((quick_backbone / "pretrain.json").read_text())
     chance = 1 / len(classnames())
-    assert record["metrics"]["zero_shot_clean"] >= 3 * chance
+    assert record["metrics"]["zero_shot_clean"] >= 10 * chance
     assert json.loads((quick_backbone / "backbone.json").read_text())["text_cfg"]["context_length"] == 24
 
 

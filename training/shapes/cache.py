@@ -2,12 +2,16 @@
 
 Used by `vpt-eval base2new` (no --data) and by `vpt-serve --demo`. Each step writes into a
 `.partial` path and renames it when complete, so an interrupted build resumes at the missing
-step; a file lock keeps two processes from building the same world at once.
+step; a file lock keeps two processes from building the same world at once. The folder's
+name carries a digest of the recipe (model config, steps, world dials, set sizes), so a
+change to any of them builds a new world instead of reusing a stale one.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -74,10 +78,26 @@ def _export(out: Path) -> None:
     export_downstream(out, TRAIN_PER_CLASS, TEST_PER_CLASS, seed=0, n_per_class_val=VAL_PER_CLASS)
 
 
+def world_dir(root: Path | None, quick: bool) -> Path:
+    """<root>/shapes[-quick]-<recipe digest>: where this code's world of that size lives."""
+    from training.shapes.pretrain import DEFAULT_CONFIG, DEFAULT_STEPS, QUICK_CONFIG, QUICK_STEPS
+    from training.shapes.world import WorldConfig
+
+    config, steps = (QUICK_CONFIG, QUICK_STEPS) if quick else (DEFAULT_CONFIG, DEFAULT_STEPS)
+    recipe = {
+        "model": json.loads(config.read_text()),
+        "steps": steps,
+        "world": WorldConfig().to_dict(),
+        "per_class": [TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS],
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
+    return (root or default_root()) / f"{'shapes-quick' if quick else 'shapes'}-{digest}"
+
+
 def ensure_world(root: Path | None, quick: bool, say: Callable[[str], None] = print) -> World:
     """The quick (CI-sized, ~2-5 min to build) or default world under root, built if missing."""
-    root = (root or default_root()) / ("shapes-quick" if quick else "shapes")
-    size = "quick" if quick else "default (up to ~20 min on 2 cores)"
+    root = world_dir(root, quick)
+    size = "quick" if quick else "default (~5-8 min on 2 cores)"
     with build_lock(root):
         cached_step(
             root / "backbone", f"shapes world: pretraining the {size} backbone", lambda p: _pretrain(p, quick), say

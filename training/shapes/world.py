@@ -4,9 +4,9 @@ Why it looks like this (DESIGN.md section 3): prompt tuning can only be measured
 hand-written prompt "a photo of a {c}." is wrong in a way a shared learned context can fix.
 So the world has a second style, "infrared" (hue shifted, scanlines, grain). Pretraining sees
 it in a share of images whose captions mostly do not name the class; only some say
-"an infrared photo of a red star". The downstream data set mixes infrared and plain images:
-the default template (no "infrared") misreads the shifted colours, a learned context can
-supply the missing phrase.
+"an infrared photo of a red star". The downstream data set is infrared (the share is a
+dial): the default template (no "infrared") misreads the shifted colours, a learned context
+can supply the missing phrase.
 
 Every sample is a pure function of (config, seed, stream, index): same seed, same pixels.
 """
@@ -44,7 +44,7 @@ class WorldConfig:
     """The dials. Pretraining dials change the backbone; downstream dials only the data set."""
 
     image_size: int = 32
-    max_rotation: float = 20.0  # degrees either way; full turns made shapes too hard for a tiny ViT
+    max_rotation: float = 20.0  # degrees either way; full turns made shapes harder to learn
     hue_jitter: float = 7.0  # degrees; < half the colour spacing, so colours stay separable
     shift_hue: float = 18.0  # the infrared domain's hue shift (half a colour step: ambiguous)
     shift_scanlines: float = 0.25
@@ -54,7 +54,7 @@ class WorldConfig:
     named_shift_fraction: float = 0.25  # share of infrared captions that name the class
     shape_only_fraction: float = 0.35  # share of unnamed infrared captions that name the shape only
     omit_fraction: float = 0.1  # share of clean captions that leave colour or shape out
-    downstream_shift_fraction: float = 0.5  # share of downstream images in the infrared style
+    downstream_shift_fraction: float = 1.0  # share of downstream images in the infrared style
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
