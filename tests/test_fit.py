@@ -2,11 +2,13 @@ import pytest
 import torch
 
 from training import fit as fit_module
+from training.backbone import load_backbone
 from training.classifier import PromptClassifier
 from training.evaluate import evaluate
 from training.fit import FitConfig, fit, lr_at
 from training.learners import LearnerConfig
 from training.objective import negative_elbo
+from training.shapes.pretrain import QUICK_CONFIG
 
 NAMES = ["red", "green", "blue", "yellow"]
 
@@ -86,3 +88,15 @@ def test_schedule_warms_up_then_decays():
     cfg = FitConfig(epochs=4, lr=0.002, warmup_epochs=1, warmup_lr=1e-5)
     assert lr_at(cfg, 0) == 1e-5
     assert lr_at(cfg, 1) > lr_at(cfg, 2) > lr_at(cfg, 3) > 0
+
+
+def test_training_leaves_a_batchnorm_backbone_in_eval_mode():
+    """A learner's .train() must not put a ResNet image tower's BatchNorm into batch statistics."""
+    torch.manual_seed(0)
+    backbone = load_backbone(str(QUICK_CONFIG), "none", "cpu")
+    images = torch.randn(3, 3, 32, 32)
+    before = backbone.encode_images(images)
+    clf = PromptClassifier.create(backbone, LearnerConfig("coop"), NAMES)
+    fit(clf, *_task(backbone), FitConfig(epochs=1, batch_size=4, warmup_epochs=0))
+    assert not any(m.training for m in backbone.model.modules())
+    torch.testing.assert_close(backbone.encode_images(images[:1]), before[:1])

@@ -70,6 +70,12 @@ class TextTower(nn.Module):
         self.tokenizer = tokenizer
         self.context_length = int(clip_model.context_length)
 
+    def train(self, mode: bool = True) -> TextTower:
+        """Keep the shared backbone in eval mode: a learner's .train() must not switch the image
+        tower's BatchNorm (ResNet towers) to batch statistics or update its running means."""
+        self.training = mode
+        return self
+
     @property
     def width(self) -> int:
         return int(self.clip.token_embedding.weight.shape[1])
