@@ -80,10 +80,10 @@ def _export(out: Path) -> None:
 
 def world_dir(root: Path | None, quick: bool) -> Path:
     """<root>/shapes[-quick]-<recipe digest>: where this code's world of that size lives."""
-    from training.shapes.pretrain import DEFAULT_CONFIG, DEFAULT_STEPS, QUICK_CONFIG, QUICK_STEPS
+    from training.shapes.pretrain import size_defaults
     from training.shapes.world import WorldConfig
 
-    config, steps = (QUICK_CONFIG, QUICK_STEPS) if quick else (DEFAULT_CONFIG, DEFAULT_STEPS)
+    config, steps = size_defaults(quick)
     recipe = {
         "model": json.loads(config.read_text()),
         "steps": steps,

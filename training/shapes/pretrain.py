@@ -46,6 +46,11 @@ QUICK_CONFIG = CONFIG_DIR / "shapes-rn-tiny.json"
 DEFAULT_STEPS, QUICK_STEPS = 800, 600  # longer runs see through the infrared shift (README.md)
 
 
+def size_defaults(quick: bool) -> tuple[Path, int]:
+    """(model config, steps) of the quick or default backbone: one choice for the CLI and the cache."""
+    return (QUICK_CONFIG, QUICK_STEPS) if quick else (DEFAULT_CONFIG, DEFAULT_STEPS)
+
+
 def create_model(config: Path, seed: int, device: str) -> tuple[nn.Module, object, str]:
     """A freshly initialised open_clip model (seeded) and its tokenizer, from a JSON config."""
     open_clip.add_model_config(config)
@@ -180,8 +185,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     world = _parse_world(args.world)
     if args.out is not None:
-        config = args.config or (QUICK_CONFIG if args.quick else DEFAULT_CONFIG)
-        steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else DEFAULT_STEPS)
+        default_config, default_steps = size_defaults(args.quick)
+        config = args.config or default_config
+        steps = args.steps if args.steps is not None else default_steps
         metrics = pretrain(config, args.out, steps, args.batch_size, args.seed, args.device, args.lr, world)
         print(
             f"zero-shot on its own {len(classnames())} classes ('a photo of a {{c}}.'): "
