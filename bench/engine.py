@@ -37,9 +37,9 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.engine.engine import Engine, Prediction  # noqa: E402
-from app.engine.passes import MODES  # noqa: E402
 from training.backbone import Backbone, autocast, load_backbone  # noqa: E402
-from training.learners import LearnerConfig, PromptLearner  # noqa: E402
+from training.learners import LearnerConfig, PromptLearner, create_learner  # noqa: E402
+from training.text_passes import MODES, encode_prompts  # noqa: E402
 from training.text_tower import CTX_PLACEHOLDER, TextTower  # noqa: E402
 
 SMALL_CONFIG = Path(__file__).with_name("bench-small.json")
@@ -61,9 +61,7 @@ def class_names(n: int) -> list[str]:
 def make_learner(backbone: Backbone, variant: str, seed: int = 0) -> PromptLearner:
     """A learner with non-trivial weights (random backbone: there is nothing to fit)."""
     torch.manual_seed(seed)
-    ident = backbone.identity
-    init = TextTower(backbone.model, backbone.tokenizer).embed_words("a photo of a").cpu()
-    learner = PromptLearner(LearnerConfig(variant, log_var_init=-4.0), ident.text_width, ident.embed_dim, init)
+    learner = create_learner(LearnerConfig(variant, log_var_init=-4.0), backbone)
     with torch.no_grad():
         for name, p in learner.named_parameters():
             if name != "ctx":
@@ -106,7 +104,7 @@ class Reference:
                 prompts = torch.cat([self.prefix, ctx.expand(n_cls, -1, -1), self.suffix], dim=1)
                 with autocast(self.backbone.device):
                     text = F.normalize(self.text_encoder(prompts).float(), dim=-1)
-                probs.append(torch.softmax(self.backbone.logit_scale * f @ text.T, dim=-1))
+                probs.append(torch.softmax(self.backbone.scorer().factor * f @ text.T, dim=-1))
             out.append(torch.cat(probs))
         return out, encode_s
 
@@ -119,13 +117,13 @@ class ZeroShotCLIP:
         with torch.inference_mode(), autocast(backbone.device):
             tokens = tower.class_tokens(names, 0, "a photo of a {}.")
             ctx = torch.zeros(1, 0, tower.width, device=backbone.device)
-            self.text = tower(ctx, tokens)[0]
+            self.text = encode_prompts(tower, ctx, tokens)[0]
         self.backbone = backbone
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         f = self.backbone.encode_images(images)
-        return torch.softmax(self.backbone.logit_scale * f @ self.text.T, dim=-1).cpu()
+        return torch.softmax(self.backbone.scorer().factor * f @ self.text.T, dim=-1).cpu()
 
 
 class PeakMemory:

@@ -19,6 +19,8 @@ import open_clip
 import torch
 from torch import nn
 
+from training.scoring import Scorer
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_NONE = "none"
@@ -57,9 +59,9 @@ class Backbone:
     device: torch.device
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.model.logit_scale.detach().exp()
+    def scorer(self, temperature: float = 1.0) -> Scorer:
+        """The logits function of this backbone (its learned logit scale), at a temperature."""
+        return Scorer.create(self.model.logit_scale, temperature)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Image features + prompt learner + class names -> logits for M sampled prompts.
 
-This is the one piece of prompt code shared by training and serving; serving adds caching
-and batching around it (app/engine).
+Training and evaluation score through this module; serving (app/engine) uses the same learner,
+text passes and scorer, and adds only the class cache, the noise bank and batching.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from training.backbone import Backbone
-from training.learners import LearnerConfig, PromptLearner, kl_standard_normal
-from training.text_tower import ClassTokens, TextTower
+from training.learners import LearnerConfig, PromptLearner, create_learner, kl_standard_normal
+from training.text_passes import TextPasses, length_groups
+from training.text_tower import TextTower
 
 
 @dataclass
@@ -30,29 +31,26 @@ class PromptOutput:
 
 
 class PromptClassifier(nn.Module):
-    def __init__(self, backbone: Backbone, learner: PromptLearner, classnames: list[str], chunk: int = 4096) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        learner: PromptLearner,
+        classnames: list[str],
+        chunk: int = 4096,
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.tower = TextTower(backbone.model, backbone.tokenizer)
+        self.passes = TextPasses(self.tower, chunk)
         self.learner = learner
-        self.chunk = chunk
-        self.tokens = self.tower.class_tokens(classnames, learner.cfg.prompt_ctx, learner.cfg.template)
+        self.temperature = temperature
+        self.set_classes(classnames)
 
     @classmethod
     def create(cls, backbone: Backbone, cfg: LearnerConfig, classnames: list[str]) -> PromptClassifier:
-        """A fresh learner for `cfg`, context initialised from the words of cfg.ctx_init when given."""
-        tower = TextTower(backbone.model, backbone.tokenizer)
-        init = None
-        if cfg.variant != "zeroshot" and cfg.ctx_init:
-            init = tower.embed_words(cfg.ctx_init).cpu()
-            if init.shape[0] != cfg.n_ctx:
-                raise ValueError(
-                    f"--ctx-init {cfg.ctx_init!r} is {init.shape[0]} tokens but --n-ctx is {cfg.n_ctx}; "
-                    "make them agree or pass an empty --ctx-init for random context"
-                )
-        ident = backbone.identity
-        learner = PromptLearner(cfg, ident.text_width, ident.embed_dim, init).to(backbone.device)
-        return cls(backbone, learner, classnames)
+        """A fresh learner for `cfg` (see create_learner) scoring `classnames`."""
+        return cls(backbone, create_learner(cfg, backbone), classnames)
 
     @property
     def classnames(self) -> list[str]:
@@ -60,27 +58,18 @@ class PromptClassifier(nn.Module):
 
     def set_classes(self, classnames: list[str]) -> None:
         self.tokens = self.tower.class_tokens(classnames, self.learner.cfg.prompt_ctx, self.learner.cfg.template)
+        self.groups = length_groups(self.tokens)
 
-    def text_features(self, ctx: torch.Tensor, tokens: ClassTokens | None = None) -> torch.Tensor:
+    def text_features(self, ctx: torch.Tensor) -> torch.Tensor:
         """ctx [G, M, n, W] -> text features [G, M, C, D]."""
         groups, samples = ctx.shape[:2]
-        feats = self.tower(ctx.reshape(groups * samples, *ctx.shape[2:]), tokens or self.tokens, self.chunk)
+        rows = ctx.reshape(groups * samples, *ctx.shape[2:])
+        feats = self.passes.features(rows, self.groups, len(self.tokens))
         return feats.reshape(groups, samples, *feats.shape[1:])
 
     def forward(self, image_features: torch.Tensor, eps: torch.Tensor | None = None) -> PromptOutput:
-        """Logits s * <f(x), t_c(r_m)> for every image, sample and class."""
+        """Logits (exp(s) / T) * <f(x), t_c(r_m)> for every image, sample and class."""
         post = self.learner.posterior(image_features)
-        ctx = self.learner.contexts(image_features, eps)
-        text = self.text_features(ctx)
-        return PromptOutput(logits_from(image_features, text, self.backbone.logit_scale), *(post or (None, None)))
-
-
-def logits_from(image_features: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """image [B, D] x text [G, M, C, D] -> [B, M, C]; G is 1 (shared prompts) or B (per image).
-
-    Always fp32, outside autocast: at a logit scale near 100, bf16 logits would be off by ~0.2."""
-    image_features, text = image_features.float(), text.float()
-    with torch.autocast(image_features.device.type, enabled=False):
-        if text.shape[0] == 1:
-            return scale * torch.einsum("bd,mcd->bmc", image_features, text[0])
-        return scale * torch.einsum("bd,bmcd->bmc", image_features, text)
+        text = self.text_features(self.learner.contexts(image_features, eps))
+        logits = self.backbone.scorer(self.temperature).grouped(image_features, text)
+        return PromptOutput(logits, *(post or (None, None)))

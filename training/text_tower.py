@@ -1,8 +1,9 @@
 """Run CLIP's text tower on input embeddings, so learned context vectors can replace words.
 
-Sequences are cut to the longest real prompt (max EOT index + 1): with a causal mask and
-EOT pooling, the padding after EOT never influences the pooled feature, so this is exact
-and much cheaper than the fixed 77-token context.
+Running the tower on many (context, class) pairs (length groups, chunks, the shared prefix)
+is training/text_passes.py's job. Sequences are cut to the longest real prompt (max EOT
+index + 1): with a causal mask and EOT pooling, the padding after EOT never influences the
+pooled feature, so this is exact and much cheaper than the fixed 77-token context.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ CTX_PLACEHOLDER = "X"
 
 class PromptError(ValueError):
     """A class name or template cannot be turned into a prompt."""
+
+
+def prompt_text(name: str, n_ctx: int, template: str | None = None) -> str:
+    """The prompt of one class: "X X X X {name}." with n_ctx learned slots, or `template` filled in (n_ctx 0)."""
+    if n_ctx > 0:
+        return " ".join([CTX_PLACEHOLDER] * n_ctx) + f" {name}."
+    if template is None or "{}" not in template:
+        raise PromptError(f"template must contain '{{}}': {template!r}")
+    return template.format(name)
 
 
 @dataclass
@@ -99,32 +109,11 @@ class TextTower(nn.Module):
     @torch.no_grad()
     def class_tokens(self, names: list[str], n_ctx: int, template: str | None = None) -> ClassTokens:
         """Prompts "X*n_ctx {name}." (learned context) or `template` filled in (n_ctx == 0)."""
-        if n_ctx > 0:
-            texts = [" ".join([CTX_PLACEHOLDER] * n_ctx) + f" {n}." for n in names]
-        else:
-            if template is None or "{}" not in template:
-                raise PromptError(f"template must contain '{{}}': {template!r}")
-            texts = [template.format(n) for n in names]
+        texts = [prompt_text(n, n_ctx, template) for n in names]
         ids = self.tokenize(texts).to(self.clip.token_embedding.weight.device)
         emb = self.clip.token_embedding(ids).float()
         tokens = ClassTokens(list(names), n_ctx, emb[:, :1], emb[:, 1 + n_ctx :], ids.argmax(dim=-1))
         return tokens.trimmed()
-
-    def forward(self, ctx: torch.Tensor, tokens: ClassTokens, chunk: int = 4096) -> torch.Tensor:
-        """Text features (L2-normalised) for every (context row, class): ctx [R, n_ctx, W] -> [R, C, D].
-
-        Rows are built chunk by chunk, so memory is bounded by `chunk` sequences whatever R x C is.
-        """
-        n_rows, n_cls = ctx.shape[0], len(tokens)
-        total = n_rows * n_cls
-        out = []
-        for start in range(0, total, chunk):
-            flat = torch.arange(start, min(start + chunk, total), device=ctx.device)
-            r, c = flat // n_cls, flat % n_cls
-            seq = torch.cat([tokens.prefix[c], ctx[r], tokens.suffix[c]], dim=1)
-            out.append(self.encode_embeddings(seq, tokens.eot[c]))
-        feats = torch.cat(out) if out else ctx.new_zeros(0, self.clip.text_projection.shape[1])
-        return feats.reshape(n_rows, n_cls, -1)
 
     def encode_embeddings(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """model.encode_text, from input embeddings x [N, L, W] (L <= context length)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from app.engine.passes import LengthGroup, PrefixKV, TextPasses, length_groups
+from training.text_passes import LengthGroup, PrefixKV, TextPasses, length_groups
 from training.text_tower import ClassTokens
 
 

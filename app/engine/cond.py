@@ -12,24 +12,9 @@ from __future__ import annotations
 import torch
 
 from app.engine.bank import ClassSet
-from app.engine.passes import TextPasses
 from training.learners import PromptLearner
-
-
-def context_rows(
-    learner: PromptLearner, image_features: torch.Tensor, samples: list[int], noise: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ctx [R, n_ctx, W], image of each row [R], sample of each row [R]); R = sum(samples)."""
-    device = image_features.device
-    counts = torch.tensor(samples, device=device)
-    image = torch.repeat_interleave(torch.arange(len(samples), device=device), counts)
-    sample = torch.cat([torch.arange(m, device=device) for m in samples])
-    if learner.cfg.variant == "cocoop":
-        residual = learner.meta_net(image_features)[image]
-    else:
-        mu, log_var = learner.posterior(image_features)
-        residual = mu[image] + torch.exp(0.5 * log_var)[image] * noise[sample]
-    return learner.ctx[None] + residual[:, None], image, sample
+from training.scoring import Scorer
+from training.text_passes import TextPasses
 
 
 def per_image_logits(
@@ -39,11 +24,14 @@ def per_image_logits(
     image_features: torch.Tensor,
     samples: list[int],
     noise: torch.Tensor | None,
-    scale: torch.Tensor,
+    scorer: Scorer,
 ) -> list[torch.Tensor]:
-    """Logits [m_i, C] for each image i."""
-    ctx, image, _ = context_rows(learner, image_features, samples, noise)
+    """Logits [m_i, C] for each image i: row j of image i uses noise[j] (the first m_i of the bank)."""
+    device = image_features.device
+    image = torch.repeat_interleave(torch.arange(len(samples), device=device), torch.tensor(samples, device=device))
+    sample = torch.cat([torch.arange(m, device=device) for m in samples])
+    ctx = learner.row_contexts(image_features, image, None if noise is None else noise[sample])
     logits = image_features.new_zeros(ctx.shape[0], len(classes), dtype=torch.float32)
     for r, c, feats in passes.iter_features(ctx, classes.groups):
-        logits[r, c] = scale * (feats * image_features[image[r]]).sum(dim=-1)
+        logits[r, c] = scorer.rows(image_features[image[r]], feats)
     return list(logits.split(samples))

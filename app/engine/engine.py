@@ -19,11 +19,11 @@ from PIL import Image
 from app.engine.bank import ClassCache, ClassSet, draw_noise
 from app.engine.cond import per_image_logits
 from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
-from app.engine.passes import TextPasses
 from training.artifact import load_posterior
 from training.backbone import Backbone, autocast, load_backbone
-from training.learners import LearnerConfig, PromptLearner
-from training.text_tower import CTX_PLACEHOLDER, ClassTokens, PromptError, TextTower
+from training.learners import LearnerConfig, PromptLearner, build_learner
+from training.text_passes import TextPasses
+from training.text_tower import ClassTokens, PromptError, TextTower, prompt_text
 from training.uncertainty import summarize
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Engine:
             raise ValueError("max_samples must be at least 1")
         ident = backbone.identity
         if learner is None:
-            learner = PromptLearner(LearnerConfig("zeroshot"), ident.text_width, ident.embed_dim, None)
+            learner = build_learner(LearnerConfig("zeroshot"), ident.text_width, ident.embed_dim)
         self.backbone = backbone
         self.learner = learner.to(backbone.device)  # used under inference_mode only
         self.cfg = learner.cfg
@@ -84,6 +84,7 @@ class Engine:
         self.device = backbone.device
         self.tower = TextTower(backbone.model, backbone.tokenizer)
         self.passes = TextPasses(self.tower, chunk, text_mode)
+        self.scorer = backbone.scorer()
         # The noise bank: drawn once, so answers are reproducible and batch-independent.
         self.noise = draw_noise(max_samples, ident.text_width, seed, self.device) if self.cfg.stochastic else None
         self.cache = ClassCache(self.passes, None if self.cfg.per_image else self._shared_contexts())
@@ -136,7 +137,7 @@ class Engine:
         if len(text) > 64 * context:  # cannot fit whatever the tokens; spare the tokenizer
             raise too_long
         try:
-            self.tower.tokenize([self._prompt(text)])
+            self.tower.tokenize([prompt_text(text, self.cfg.prompt_ctx, self.cfg.template)])
         except PromptError as exc:
             raise too_long from exc
         return text
@@ -211,15 +212,12 @@ class Engine:
     @torch.inference_mode()
     def _predict(self, classes: ClassSet, images: torch.Tensor, samples: list[int]) -> list[Prediction]:
         feats = self.backbone.encode_images(images)
-        scale = self.backbone.logit_scale
         used = samples if self.cfg.stochastic else [1] * len(samples)
         if self.cfg.per_image:
             with autocast(self.device):  # text passes in bf16 on CUDA; similarities are reduced in fp32
-                logits = per_image_logits(self.passes, self.learner, classes, feats, used, self.noise, scale)
+                logits = per_image_logits(self.passes, self.learner, classes, feats, used, self.noise, self.scorer)
         else:  # one fp32 matmul against the first max(m) bank entries: [B, D] x [D, m * C]
-            text = classes.text_t[:, : max(used)]  # [D, m, C]: a view, rows m * C apart
-            every = scale * (feats @ text.reshape(text.shape[0], -1))
-            every = every.reshape(len(used), *text.shape[1:])
+            every = self.scorer.shared(feats, classes.text_t[:, : max(used)])  # a view, rows m * C apart
             logits = [every[i, :m] for i, m in enumerate(used)]
         return self._summaries(classes.names, logits)
 
@@ -245,11 +243,6 @@ class Engine:
         return out  # type: ignore[return-value]
 
     # -- helpers --------------------------------------------------------------------------
-    def _prompt(self, name: str) -> str:
-        if self.cfg.prompt_ctx > 0:
-            return " ".join([CTX_PLACEHOLDER] * self.cfg.prompt_ctx) + f" {name}."
-        return self.cfg.template.format(name)
-
     def _valid_unique(self, names: list[str]) -> list[str]:
         """Every name normalised (all-or-nothing: one bad name changes nothing), first occurrence kept."""
         seen: dict[str, None] = {}

@@ -10,12 +10,10 @@ from PIL import Image
 
 from app.engine.engine import Engine, Prediction
 from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
-from app.engine.passes import TextPasses, length_groups
 from tests.conftest import TINY_CONFIG
 from training.artifact import save_posterior
 from training.classifier import PromptClassifier
 from training.learners import VARIANTS, LearnerConfig
-from training.text_tower import TextTower
 from training.uncertainty import summarize
 
 # Names of different prompt lengths, so several length groups and cut lengths are exercised.
@@ -81,18 +79,6 @@ def test_engine_equals_reference(tiny_backbone, variant, samples, chunk):
         assert_matches(pred, ref, NAMES, samples[i] if stochastic else 1)
         if not stochastic:
             assert all(c.variance == 0.0 for c in pred.classes) and pred.mutual_information == 0.0
-
-
-@pytest.mark.parametrize("mode", ["tower", "cut", "prefix"])
-@pytest.mark.parametrize("chunk", [1, 5, 4096])
-def test_text_pass_modes_equal_the_text_tower(tiny_backbone, mode, chunk):
-    tower = TextTower(tiny_backbone.model, tiny_backbone.tokenizer)
-    tokens = tower.class_tokens(NAMES, 4)
-    ctx = torch.randn(3, 4, tiny_backbone.identity.text_width, generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        expected = tower(ctx, tokens)
-        got = TextPasses(tower, chunk, mode).features(ctx, length_groups(tokens), len(NAMES))
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("variant", ["vpt", "vpt-cond", "coop"])

@@ -30,6 +30,7 @@ from training.shapes.evaluate import (
     render_labelled,
 )
 from training.shapes.world import WorldConfig, classnames
+from training.text_passes import encode_prompts
 from training.text_tower import TextTower
 
 
@@ -60,7 +61,7 @@ def coop(
     y = torch.from_numpy(labels)
     scale = model.logit_scale.exp().detach()
     for _ in range(steps):
-        text = tower(ctx, tokens)[0]
+        text = encode_prompts(tower, ctx, tokens)[0]
         loss = nn.functional.cross_entropy(scale * feats @ text.T, y)
         opt.zero_grad()
         loss.backward()
@@ -71,7 +72,7 @@ def coop(
 @torch.no_grad()
 def coop_logits(model: nn.Module, tokenizer, ctx: torch.Tensor, feats: torch.Tensor, names: list[str]) -> torch.Tensor:
     tower = TextTower(model, tokenizer)
-    return feats @ tower(ctx, tower.class_tokens(names, ctx.shape[1]))[0].T
+    return feats @ encode_prompts(tower, ctx, tower.class_tokens(names, ctx.shape[1]))[0].T
 
 
 def calibrate(

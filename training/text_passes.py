@@ -1,7 +1,10 @@
 """Text passes for many (context row, class) pairs: length groups, chunks and the shared prefix.
 
+Used unchanged by training (PromptClassifier) and serving (app/engine): the one place the text
+tower is run on learned contexts.
+
 A prompt is [SOS] [ctx_1 .. ctx_n] [class words . EOT]. Three ways to run the text tower on
-R context rows x C classes, all equal up to float rounding (checked in tests/app):
+R context rows x C classes, all equal up to float rounding (checked in tests/training/test_text_passes.py):
 
 - "tower":  TextTower.encode_embeddings on whole sequences (open_clip's own blocks).
 - "cut":    a small forward over the same block weights that, in the last layer, runs
@@ -71,6 +74,13 @@ def _heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 def _merge(x: torch.Tensor) -> torch.Tensor:
     n, heads, length, dim = x.shape
     return x.transpose(1, 2).reshape(n, length, heads * dim)
+
+
+def encode_prompts(
+    tower: TextTower, ctx: torch.Tensor, tokens: ClassTokens, chunk: int = 4096, mode: str | None = None
+) -> torch.Tensor:
+    """Text features (L2-normalised) of every (context row, class): ctx [R, n_ctx, W] -> [R, C, D]."""
+    return TextPasses(tower, chunk, mode).features(ctx, length_groups(tokens), len(tokens))
 
 
 class TextPasses:
