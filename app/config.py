@@ -13,7 +13,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("~/.cache/vpt")
-UNCERTAINTY_MEASURES = ("mutual_information", "entropy")
 
 
 class Settings(BaseSettings):
@@ -56,12 +55,15 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="port to bind (0: any free port)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    # monitoring
-    uncertainty_measure: Literal["mutual_information", "entropy"] = Field(
-        "mutual_information", description="which uncertainty the threshold applies to"
+    # actionable uncertainty
+    alpha: float = Field(
+        0.1, gt=0, lt=1, description="prediction sets miss the true class at most this often (coverage 1 - alpha)"
+    )
+    uncertainty_measure: Literal["max_probability", "entropy", "mutual_information", "energy"] = Field(
+        "entropy", description="unknown score for a posterior without calibration (calibrated ones bring their own)"
     )
     uncertainty_threshold: float = Field(
-        0.1, ge=0, description="predictions above this (nats) count in vpt_uncertain_predictions_total"
+        1.5, description="unknown threshold for a posterior without calibration (nats for entropy / MI)"
     )
 
     @field_validator("classes", mode="before")

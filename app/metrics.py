@@ -51,14 +51,20 @@ class Metrics:
             buckets=NATS_BUCKETS,
             registry=r,
         )
-        self.uncertain = Counter(
-            "vpt_uncertain_predictions",
-            "served predictions whose uncertainty exceeded VPT_UNCERTAINTY_THRESHOLD",
+        self.unknown = Counter(
+            "vpt_unknown_predictions",
+            "served predictions flagged unknown (the image may show none of the registered classes)",
             ["measure"],
             registry=r,
         )
-        self.uncertainty_threshold = Gauge(
-            "vpt_uncertainty_threshold_nats", "threshold of vpt_uncertain_predictions_total", ["measure"], registry=r
+        self.unknown_threshold = Gauge(
+            "vpt_unknown_threshold", "threshold of the unknown flag, on its measure", ["measure"], registry=r
+        )
+        self.set_size = Histogram(
+            "vpt_prediction_set_size", "classes in served prediction sets", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.calibrated = Gauge(
+            "vpt_calibrated", "1 while the registered classes are the ones the posterior was calibrated on", registry=r
         )
 
     def render(self) -> bytes:

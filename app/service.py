@@ -19,13 +19,16 @@ import torch
 
 from app.batcher import Batcher, BatchStats, QueueFullError
 from app.config import Settings
+from app.decision import Decision, Fallback, decide
 from app.engine.errors import InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
 from app.registry import ClassRegistry
+from training.calibration import is_calibrated_for
 
 if TYPE_CHECKING:
-    from app.engine.engine import Engine, Prediction
+    from app.engine.engine import Engine
+    from app.engine.results import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,7 @@ class Service:
         )
         m = metrics
         m.ready.set(0)
-        m.uncertainty_threshold.labels(settings.uncertainty_measure).set(settings.uncertainty_threshold)
-        m.uncertain.labels(settings.uncertainty_measure)  # exported as 0 before the first one
+        self._fallback = Fallback(settings.uncertainty_measure, settings.uncertainty_threshold)
 
     # life cycle -------------------------------------------------------------------------------
 
@@ -127,6 +129,9 @@ class Service:
             self.state = FAILED
             return
         engine = self.engine
+        measure, threshold = self._unknown_rule()
+        self.metrics.unknown_threshold.labels(measure).set(threshold)
+        self.metrics.unknown.labels(measure)  # exported as 0 before the first one
         self.metrics.model.info(
             {
                 "variant": engine.variant,
@@ -168,14 +173,44 @@ class Service:
             raise NotReadyError()
         return self.engine
 
+    def _unknown_rule(self) -> tuple[str, float]:
+        cal = self.engine.calibration if self.engine is not None else None
+        if cal is not None and cal.unknown_threshold != float("inf"):
+            return cal.unknown_score, cal.unknown_threshold
+        return self._fallback.measure, self._fallback.threshold
+
     def model_info(self) -> dict[str, Any]:
         engine = self._require_engine()
-        return {"variant": engine.variant, "id": str(engine.model_id), "max_samples": engine.max_samples}
+        cal = engine.calibration
+        measure, threshold = self._unknown_rule()
+        calibration = None
+        if cal is not None:
+            calibration = {
+                "temperature": cal.temperature,
+                "method": cal.method,
+                "held_out_images": len(cal.scores),
+                "classes": len(cal.classnames),
+                "matches_registered_classes": is_calibrated_for(cal, engine.classnames),
+                "false_alarm": cal.false_alarm,
+            }
+        return {
+            "variant": engine.variant,
+            "id": str(engine.model_id),
+            "max_samples": engine.max_samples,
+            "calibration": calibration,
+            "unknown_measure": measure,
+            "unknown_threshold": threshold,
+        }
 
     # classify ---------------------------------------------------------------------------------
 
-    async def classify(self, data: bytes, top_k: int | None = None, samples: int | None = None) -> dict[str, Any]:
+    async def classify(
+        self, data: bytes, top_k: int | None = None, samples: int | None = None, alpha: float | None = None
+    ) -> dict[str, Any]:
         engine = self._require_engine()
+        alpha = self.settings.alpha if alpha is None else alpha
+        if not 0 < alpha < 1:
+            raise InvalidRequestError(f"alpha must be strictly between 0 and 1 (coverage 1 - alpha); got {alpha}")
         limit = min(self.settings.max_samples, engine.max_samples)
         samples = self.settings.samples if samples is None else samples
         if not 1 <= samples <= limit:
@@ -191,7 +226,8 @@ class Service:
         except QueueFullError:
             self.metrics.queue_rejected.inc()
             raise
-        self._observe_prediction(prediction)
+        decision = decide(prediction, engine.calibration, engine.classnames, alpha, self._fallback)
+        self._observe_prediction(prediction, decision)
         classes = prediction.classes if top_k is None else prediction.classes[:top_k]
         return {
             "classes": [
@@ -200,6 +236,13 @@ class Service:
             "entropy": prediction.entropy,
             "expected_entropy": prediction.expected_entropy,
             "mutual_information": prediction.mutual_information,
+            "energy": prediction.energy,
+            "prediction_set": decision.prediction_set,
+            "coverage": 1.0 - decision.alpha,
+            "calibrated": decision.calibrated,
+            "unknown": decision.unknown,
+            "unknown_score": decision.unknown_score,
+            "unknown_measure": decision.unknown_measure,
             "samples": prediction.samples,
             "model": self.model_info(),
         }
@@ -220,14 +263,15 @@ class Service:
         for wait in stats.queue_waits:
             m.queue_wait.observe(wait)
 
-    def _observe_prediction(self, p: Prediction) -> None:
+    def _observe_prediction(self, p: Prediction, d: Decision) -> None:
         m = self.metrics
         m.samples.observe(p.samples)
         m.entropy.observe(p.entropy)
         m.mutual_information.observe(p.mutual_information)
-        measure = self.settings.uncertainty_measure
-        if getattr(p, measure) > self.settings.uncertainty_threshold:
-            m.uncertain.labels(measure).inc()
+        m.set_size.observe(len(d.prediction_set))
+        m.calibrated.set(int(d.calibrated))
+        if d.unknown:
+            m.unknown.labels(d.unknown_measure).inc()
 
     # classes ----------------------------------------------------------------------------------
 

@@ -46,8 +46,16 @@ def test_base2new_reports_every_metric_for_every_method(tmp_path, image_folder, 
     table = (out / "base2new.md").read_text()
     assert all(f"| {m} |" in table for m in VARIANTS)
     assert "base2new --data" in table  # the exact command is recorded
-    for png in ("accuracy.png", "reliability.png"):
+    for png in ("accuracy.png", "reliability.png", "coverage.png", "roc.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    calibrated = [r for r in result["runs"] if "temperature" in r and "base_set_coverage" in r]
+    assert {r["method"] for r in calibrated} == set(VARIANTS)  # every method is calibrated on held-out images
+    for row in calibrated:
+        assert 0 <= row["base_set_coverage"] <= 1 and row["base_set_size"] >= 1
+        for score in ("max_probability", "entropy", "mutual_information", "energy", "set_size"):
+            assert 0 <= row[f"auroc_unknown_{score}"] <= 1
+    page = (out / "uncertainty.md").read_text()
+    assert "Prediction sets" in page and "Unknown detection" in page
     assert "| method |" in capsys.readouterr().out
 
 

@@ -31,6 +31,8 @@ def _train_args(data, out, variant="vpt", *extra):
         "4",
         "--samples",
         "3",
+        "--eval-samples",
+        "3",
         "--lr",
         "0.01",
         "--device",
@@ -138,3 +140,26 @@ def test_corrupt_image_names_the_file(tmp_path, image_folder, capsys):
     bad.write_bytes(b"\x89PNG broken")
     assert cli_train.main(_train_args(image_folder, tmp_path / "p.safetensors", "coop", "--shots", "0")) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_train_calibrates_and_vpt_calibrate_recalibrates_for_a_class_set(tmp_path, image_folder, capsys):
+    from training import cli_calibrate
+    from training.artifact import read_metadata
+
+    out = tmp_path / "p.safetensors"
+    base_only = [a if a != "all" else "base" for a in _train_args(image_folder, out)]
+    assert cli_train.main(base_only) == 0
+    cal = read_metadata(out)["calibration"]
+    assert cal.classnames == ["blue", "green"] and cal.temperature > 0 and cal.scores == sorted(cal.scores)
+    # held out: the base images the 4-shot sampler did not pick
+    assert len(cal.scores) == read_metadata(out)["metrics"]["calibration"]["n"] > 0
+    capsys.readouterr()
+    again = tmp_path / "all.safetensors"
+    args = ["--posterior", str(out), "--data", str(image_folder), "--classes", "all", "--out", str(again)]
+    assert cli_calibrate.main([*args, "--samples", "3", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == "all"
+    meta = read_metadata(again)
+    assert meta["calibration"].classnames == ["blue", "green", "red", "yellow"]
+    assert meta["classnames"] == ["blue", "green"]  # still the classes it was trained on
+    assert cli_calibrate.main([*args[:-1], str(tmp_path / "x.bin"), "--device", "cpu"]) == 2
+    assert ".safetensors" in capsys.readouterr().err

@@ -17,9 +17,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from training.backbone import Backbone, BackboneIdentity
-from training.learners import LearnerConfig, PromptLearner
+from training.calibration import Calibration
+from training.learners import LearnerConfig, PromptLearner, build_learner
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2 added the optional "calibration" field
+READABLE_VERSIONS = ("1", "2")
 _IDENTITY_FIELDS = ("backbone", "weights", "text_width", "embed_dim", "context_length")
 
 
@@ -32,6 +34,7 @@ class Posterior:
     learner: PromptLearner
     classnames: list[str]
     metadata: dict[str, Any]
+    calibration: Calibration | None = None  # None: fitted without held-out images (or format 1)
 
 
 def save_posterior(
@@ -41,6 +44,7 @@ def save_posterior(
     classnames: list[str],
     training: dict[str, Any],
     metrics: dict[str, Any],
+    calibration: Calibration | None = None,
 ) -> Path:
     """Write tensors + metadata atomically (a crash mid-write never leaves a half file in place)."""
     path = Path(path)
@@ -55,6 +59,8 @@ def save_posterior(
         "metrics": json.dumps(metrics),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if calibration is not None:
+        meta["calibration"] = json.dumps(calibration.as_dict())
     tensors = {k: v.detach().cpu().contiguous() for k, v in learner.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -72,9 +78,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             raw = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{path} is not a readable .safetensors artifact: {exc}") from exc
-    if raw.get("format_version") != FORMAT_VERSION:
+    if raw.get("format_version") not in READABLE_VERSIONS:
         raise ArtifactError(
-            f"{path}: format_version {raw.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+            f"{path}: format_version {raw.get('format_version')!r} is not supported "
+            f"(this version reads {', '.join(READABLE_VERSIONS)})"
         )
     meta: dict[str, Any] = dict(raw)
     for key in ("learner", "classnames", "training", "metrics"):
@@ -82,6 +89,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             meta[key] = json.loads(raw[key])
         except (KeyError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{path}: metadata field {key!r} is missing or not JSON") from exc
+    if "calibration" in raw:
+        try:
+            meta["calibration"] = Calibration.from_dict(json.loads(raw["calibration"]))
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: metadata field 'calibration' is not valid: {exc}") from exc
     return meta
 
 
@@ -99,14 +111,14 @@ def load_posterior(path: str | Path, backbone: Backbone) -> Posterior:
     check_identity(meta, backbone.identity, path)
     cfg = LearnerConfig(**meta["learner"])
     ident = backbone.identity
-    learner = PromptLearner(cfg, ident.text_width, ident.embed_dim, ctx_init=None)
+    learner = build_learner(cfg, ident.text_width, ident.embed_dim)
     state = load_file(str(path))
     try:
         learner.load_state_dict(state)
     except RuntimeError as exc:
         raise ArtifactError(f"{path}: tensors do not fit variant {cfg.variant}: {exc}") from exc
     learner.to(backbone.device).eval().requires_grad_(False)
-    return Posterior(learner, list(meta["classnames"]), meta)
+    return Posterior(learner, list(meta["classnames"]), meta, meta.get("calibration"))
 
 
 def fitted_sources(meta: dict[str, Any]) -> tuple[str, str]:

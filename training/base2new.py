@@ -1,7 +1,8 @@
 """The base-to-new benchmark: train on the base half of the classes, test on base and new.
 
 Every method sees the same few-shot split per seed and the same test images; image features
-are computed once per split and shared by all methods (the backbone is frozen).
+are computed once per split and shared by all methods (the backbone is frozen). Each method is
+calibrated on the base training images the few-shot sampler did not pick (never the test split).
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ from typing import Any
 import torch
 
 from training.backbone import Backbone
-from training.classifier import PromptClassifier
 from training.data import Dataset, class_subset, few_shot
-from training.evaluate import predict
 from training.features import encode_samples
-from training.fit import FitConfig, fit
+from training.fit import FitConfig
 from training.learners import VARIANTS, LearnerConfig
-from training.metrics import evaluate_predictive
+from training.pipeline import CalibrationConfig, fit_posterior, held_out
+from training.uncertainty_eval import Features, measure, offworld_images
 
 log = logging.getLogger(__name__)
 
-METRICS = ("accuracy", "ece", "nll", "brier", "auroc_entropy", "auroc_mutual_information")
 
 
 @dataclass
@@ -36,6 +35,7 @@ class Base2NewConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     eval_samples: int = 20
     learner: dict[str, Any] = field(default_factory=dict)  # extra LearnerConfig fields (n_ctx, log_var_init, ...)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 def harmonic_mean(a: float, b: float) -> float:
@@ -43,40 +43,44 @@ def harmonic_mean(a: float, b: float) -> float:
 
 
 def run_base2new(backbone: Backbone, dataset: Dataset, cfg: Base2NewConfig) -> dict[str, Any]:
-    """Per method and seed: base/new figures and HM; plus per-method mean and std over seeds.
-    Also keeps (confidence, correct) per method for reliability diagrams."""
+    """Per method and seed: base/new figures and HM, the calibrated uncertainty figures
+    (training/uncertainty_eval.py); plus per-method mean and std over seeds, and the curves of
+    the first seed for the plots."""
     base_names, base_of = class_subset(dataset, "base")
     new_names, new_of = class_subset(dataset, "new")
-    test_base = encode_samples(backbone, base_of(dataset.test), desc="base test features")
-    test_new = encode_samples(backbone, new_of(dataset.test), desc="new test features")
+    feats = Features(
+        encode_samples(backbone, base_of(dataset.test), desc="base test features"),
+        encode_samples(backbone, new_of(dataset.test), desc="new test features"),
+        backbone.encode_images(torch.stack([backbone.preprocess(im) for im in offworld_images()])),
+    )
     runs: list[dict[str, Any]] = []
-    reliability: dict[str, dict[str, list[float]]] = {}
+    curves: dict[str, Any] = {}
     for seed in cfg.seeds:
         shots = few_shot(base_of(dataset.train), cfg.shots, seed)
-        train_feats, train_labels = encode_samples(backbone, shots, desc=f"train features (seed {seed})")
+        train = encode_samples(backbone, shots, desc=f"train features (seed {seed})")
+        pool = held_out(dataset, base_of, shots, cfg.calibration.max_per_class, seed)
+        held = encode_samples(backbone, pool, desc=f"held-out features (seed {seed})") if pool else None
         for method in cfg.methods:
             torch.manual_seed(seed)
-            clf = PromptClassifier.create(backbone, LearnerConfig(method, **cfg.learner), base_names)
             fit_cfg = FitConfig(**{**cfg.fit.as_dict(), "seed": seed})
-            summary = fit(clf, train_feats, train_labels, fit_cfg)
-            row: dict[str, Any] = {"method": method, "seed": seed, "train_accuracy": summary.get("train_accuracy")}
-            for split, names, (feats, labels) in (("base", base_names, test_base), ("new", new_names, test_new)):
-                clf.set_classes(names)
-                pred = predict(clf, feats, cfg.eval_samples, seed)
-                figures = evaluate_predictive(pred, labels)
-                row.update({f"{split}_{k}": v for k, v in figures.items() if k in METRICS})
-                rel = reliability.setdefault(method, {"confidence": [], "correct": []})
-                rel["confidence"] += pred.probs.max(-1).values.tolist()
-                rel["correct"] += (pred.probs.argmax(-1) == labels).float().tolist()
+            learner = LearnerConfig(method, **cfg.learner)
+            clf, summary, cal = fit_posterior(backbone, learner, fit_cfg, base_names, train, held, cfg.calibration)
+            row, method_curves = measure(clf, cal, base_names, new_names, feats, cfg.eval_samples, seed)
+            row = {"method": method, "seed": seed, "train_accuracy": summary.get("train_accuracy"), **row}
             row["hm_accuracy"] = harmonic_mean(row["base_accuracy"], row["new_accuracy"])
-            log.info("%s seed %d: base %.3f new %.3f", method, seed, row["base_accuracy"], row["new_accuracy"])
-            print(
-                f"{method:>9} seed {seed}: base {100 * row['base_accuracy']:.1f}  new {100 * row['new_accuracy']:.1f}"
-                f"  HM {100 * row['hm_accuracy']:.1f}",
-                flush=True,
+            curves.setdefault(method, method_curves)
+            log.info(
+                "%s seed %d: base %.1f new %.1f HM %.1f, base ECE %.1f -> %.1f",
+                method,
+                seed,
+                100 * row["base_accuracy"],
+                100 * row["new_accuracy"],
+                100 * row["hm_accuracy"],
+                100 * row["base_ece_raw"],
+                100 * row["base_ece"],
             )
             runs.append(row)
-    return {"runs": runs, "summary": summarize_runs(runs, cfg.methods), "reliability": reliability}
+    return {"runs": runs, "summary": summarize_runs(runs, cfg.methods), "curves": curves}
 
 
 def summarize_runs(runs: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, dict[str, float]]:

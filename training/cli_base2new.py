@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     }
     report = write_report(result, args.out, "vpt-eval base2new " + shlex.join(args.argv))
     print(markdown_table(result["summary"]))
-    print(f"written: {report} (+ base2new.json, accuracy.png, reliability.png)")
+    print(f"written: {report} (+ uncertainty.md, base2new.json, accuracy.png, reliability.png, coverage.png, roc.png)")
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from training.artifact import fitted_sources, load_posterior, read_metadata
 from training.backbone import load_backbone
+from training.calibration import is_calibrated_for
 from training.classifier import PromptClassifier
 from training.cli_common import add_backbone_args, resolve_device, run_cli, write_json
 from training.data import class_subset, load_dataset
@@ -46,23 +47,25 @@ def run_eval(args: argparse.Namespace) -> int:
         meta = read_metadata(args.posterior)
         backbone_arg, weights_arg = fitted_sources(meta)
         backbone = load_backbone(args.backbone or backbone_arg, args.weights or weights_arg, device, args.cache_dir)
-        clf = PromptClassifier(backbone, load_posterior(args.posterior, backbone).learner, classnames)
+        post = load_posterior(args.posterior, backbone)
+        clf = PromptClassifier(backbone, post.learner, classnames)
+        calibration = post.calibration
         model = f"{meta['variant']}:{args.posterior.name}"
     else:
         if not args.backbone:
             raise ValueError("--variant zeroshot needs --backbone (and --weights)")
         backbone = load_backbone(args.backbone, args.weights or "none", device, args.cache_dir)
         clf = PromptClassifier.create(backbone, LearnerConfig("zeroshot", template=args.template), classnames)
-        model = "zeroshot"
+        model, calibration = "zeroshot", None
     feats, labels = encode_samples(backbone, samples, desc=f"{args.split} features")
-    figures = {
-        "model": model,
-        "dataset": dataset.name,
-        "classes": args.classes,
-        "split": args.split,
-        "samples": args.samples,
-        **evaluate(clf, feats, labels, args.samples, args.seed),
-    }
+    figures = {"model": model, "dataset": dataset.name, "classes": args.classes, "split": args.split}
+    figures["samples"] = args.samples
+    if calibration is not None:  # the served (calibrated) figures, and what the raw posterior gives
+        figures["uncalibrated"] = evaluate(clf, feats, labels, args.samples, args.seed)
+        clf.temperature = calibration.temperature
+        figures["temperature"] = calibration.temperature
+        figures["calibrated_classes"] = is_calibrated_for(calibration, classnames)
+    figures.update(evaluate(clf, feats, labels, args.samples, args.seed, calibration))
     print(json.dumps(figures, indent=2))
     if args.out is not None:
         write_json(args.out, figures)

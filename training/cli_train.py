@@ -7,16 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from training.artifact import save_posterior
 from training.backbone import load_backbone
-from training.classifier import PromptClassifier
+from training.calibration import CONFORMAL_METHODS, UNKNOWN_SCORES
 from training.cli_common import add_backbone_args, resolve_device, run_cli
-from training.data import class_subset, few_shot, load_dataset, load_split, save_split
-from training.evaluate import evaluate
-from training.features import encode_samples
-from training.fit import FitConfig, fit
+from training.data import load_dataset
+from training.fit import FitConfig
 from training.learners import DEFAULT_LOG_VAR_INIT, DEFAULT_TEMPLATE, VARIANTS, LearnerConfig
 from training.objective import ESTIMATORS
+from training.pipeline import CalibrationConfig, DataConfig, train_posterior
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,24 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", type=Path, required=True, help="artifact path (.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
+    c = CalibrationConfig()
+    p.add_argument("--no-calibrate", action="store_true", help="skip the temperature / conformal / unknown calibration")
+    p.add_argument("--conformal", default=c.method, choices=CONFORMAL_METHODS, help="conformal score")
+    p.add_argument("--unknown-score", default=c.unknown_score, choices=UNKNOWN_SCORES, help="served unknown score")
+    p.add_argument(
+        "--false-alarm", type=float, default=c.false_alarm, help="share of known images the unknown flag may fire on"
+    )
+    p.add_argument("--eval-samples", type=int, default=c.samples, help="M, samples per image for calibration and test")
     return p
 
 
 def train(args: argparse.Namespace) -> int:
-    if args.out.suffix != ".safetensors":
-        raise ValueError(f"--out must end in .safetensors: {args.out}")
     device = resolve_device(args.device)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(args.data)
-    classnames, restrict = class_subset(dataset, args.classes)
-    split_path = args.out.with_name(args.out.stem + ".split.json")
-    if args.split is not None:
-        shots = restrict(load_split(args.split, dataset.root)["train"])
-    else:
-        shots = few_shot(restrict(dataset.train), args.shots, args.seed)
-        save_split(split_path, dataset.root, {"train": shots, "val": [], "test": []})
     backbone = load_backbone(args.backbone, args.weights, device, args.cache_dir)
-    cfg = LearnerConfig(args.variant, args.n_ctx, args.ctx_init, args.template, args.log_var_init)
     fit_cfg = FitConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -72,26 +67,24 @@ def train(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs,
         seed=args.seed,
     )
-    clf = PromptClassifier.create(backbone, cfg, classnames)
-    feats, labels = encode_samples(backbone, shots, desc="train features")
-    summary = fit(clf, feats, labels, fit_cfg, checkpoint=args.out.with_suffix(".ckpt"), resume=args.resume)
-    metrics = {"train": {**summary, **evaluate(clf, feats, labels, args.samples, args.seed)}}
-    test = restrict(dataset.test)
-    if test:
-        tf, tl = encode_samples(backbone, test, desc="test features")
-        metrics["test"] = evaluate(clf, tf, tl, args.samples, args.seed)
-    training = {
-        **fit_cfg.as_dict(),
-        "dataset": dataset.name,
-        "classes": args.classes,
-        "shots": args.shots,
-        "n_train": len(shots),
-        "backbone_arg": str(args.backbone),
-        "weights_arg": str(args.weights),
-    }
-    save_posterior(args.out, clf.learner, backbone.identity, classnames, training, metrics)
-    args.out.with_suffix(".ckpt").unlink(missing_ok=True)
-    print(json.dumps({"artifact": str(args.out), "variant": args.variant, **metrics}, indent=2))
+    post = train_posterior(
+        backbone,
+        dataset,
+        LearnerConfig(args.variant, args.n_ctx, args.ctx_init, args.template, args.log_var_init),
+        fit_cfg,
+        args.out,
+        DataConfig(args.classes, args.shots, args.split),
+        CalibrationConfig(
+            enabled=not args.no_calibrate,
+            method=args.conformal,
+            unknown_score=args.unknown_score,
+            false_alarm=args.false_alarm,
+            samples=args.eval_samples,
+        ),
+        resume=args.resume,
+        sources={"backbone_arg": str(args.backbone), "weights_arg": str(args.weights)},
+    )
+    print(json.dumps({"artifact": str(args.out), "variant": args.variant, **post.metadata["metrics"]}, indent=2))
     return 0
 
 

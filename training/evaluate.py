@@ -5,16 +5,17 @@ from __future__ import annotations
 import torch
 
 from training.backbone import autocast
+from training.calibration import Calibration, decision_figures, is_calibrated_for
 from training.classifier import PromptClassifier
 from training.metrics import evaluate_predictive
 from training.uncertainty import Predictive, summarize
 
 
 @torch.inference_mode()
-def predict(
+def predict_logits(
     clf: PromptClassifier, features: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 32
-) -> Predictive:
-    """Average M sampled prompts per image; seeded so an evaluation can be repeated exactly."""
+) -> torch.Tensor:
+    """Logits [N, M, C] of M sampled prompts per image (at the classifier's temperature); seeded."""
     clf.eval()
     gen = torch.Generator(device=features.device).manual_seed(seed)
     samples = samples if clf.learner.cfg.stochastic else 1
@@ -25,10 +26,30 @@ def predict(
         eps = clf.learner.sample_noise(len(f), samples, generator=gen, device=device)
         with autocast(device):
             logits.append(clf(f, eps).logits.float())
-    return summarize(torch.cat(logits))
+    return torch.cat(logits)
+
+
+def predict(
+    clf: PromptClassifier, features: torch.Tensor, samples: int, seed: int = 0, batch_size: int = 32
+) -> Predictive:
+    """Average M sampled prompts per image; seeded so an evaluation can be repeated exactly."""
+    return summarize(predict_logits(clf, features, samples, seed, batch_size))
 
 
 def evaluate(
-    clf: PromptClassifier, features: torch.Tensor, labels: torch.Tensor, samples: int, seed: int = 0
+    clf: PromptClassifier,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    samples: int,
+    seed: int = 0,
+    calibration: Calibration | None = None,
+    alpha: float = 0.1,
 ) -> dict[str, float]:
-    return evaluate_predictive(predict(clf, features, samples, seed), labels.to(features.device))
+    """The figures of evaluate_predictive; with a calibration for these classes also the prediction
+    sets' coverage and size at alpha and the share of these (known) images flagged unknown."""
+    pred = predict(clf, features, samples, seed)
+    labels = labels.to(features.device)
+    figures = evaluate_predictive(pred, labels)
+    if calibration is not None and is_calibrated_for(calibration, clf.classnames):
+        figures.update(decision_figures(pred, labels, calibration, alpha))
+    return figures

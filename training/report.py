@@ -22,20 +22,71 @@ def _pm(stats: dict[str, float], key: str, scale: float = 100.0, digits: int = 1
 
 
 def markdown_table(summary: dict[str, dict[str, float]]) -> str:
-    """Papers' convention: HM of the mean base and mean new accuracy."""
+    """Papers' convention: HM of the mean base and mean new accuracy. ECE before -> after the temperature."""
     head = (
-        "| method | base acc | new acc | HM | base ECE | new ECE | new NLL | new Brier "
-        "| new AUROC(H) | new AUROC(MI) |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "| method | base acc | new acc | HM | base ECE raw -> calibrated | new ECE raw -> calibrated | new NLL "
+        "| new AUROC(H) | new AUROC(MI) |\n|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for method, s in summary.items():
         hm = harmonic_mean(s.get("base_accuracy_mean", 0.0), s.get("new_accuracy_mean", 0.0))
         rows.append(
             f"| {method} | {_pm(s, 'base_accuracy')} | {_pm(s, 'new_accuracy')} | {100 * hm:.1f} "
-            f"| {_pm(s, 'base_ece')} | {_pm(s, 'new_ece')} | {_pm(s, 'new_nll', 1, 3)} | {_pm(s, 'new_brier', 1, 3)} "
-            f"| {_pm(s, 'new_auroc_entropy', 1, 3)} | {_pm(s, 'new_auroc_mutual_information', 1, 3)} |"
+            f"| {_pm(s, 'base_ece_raw')} -> {_pm(s, 'base_ece')} | {_pm(s, 'new_ece_raw')} -> {_pm(s, 'new_ece')} "
+            f"| {_pm(s, 'new_nll', 1, 3)} | {_pm(s, 'new_auroc_entropy', 1, 3)} "
+            f"| {_pm(s, 'new_auroc_mutual_information', 1, 3)} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def uncertainty_tables(summary: dict[str, dict[str, float]], runs: list[dict[str, Any]]) -> str:
+    """Calibration, prediction sets, unknown detection and the learned spread, per method."""
+    sets = (
+        "| method | T | set coverage (alpha 0.1) | min coverage over seeds | mean set size | top-k for the same "
+        "coverage |\n|---|---|---|---|---|---|\n"
+    )
+    for method, s in summary.items():
+        cov = [r["base_set_coverage"] for r in runs if r["method"] == method and "base_set_coverage" in r]
+        topk = [r["topk_size_same_coverage"] for r in runs if r["method"] == method and "topk_size_same_coverage" in r]
+        sets += (
+            f"| {method} | {_pm(s, 'temperature', 1, 2)} | {_pm(s, 'base_set_coverage')} "
+            f"| {100 * min(cov):.1f} | {_pm(s, 'base_set_size', 1, 2)} | {', '.join(map(str, topk))} |\n"
+            if cov
+            else f"| {method} | n/a | n/a | n/a | n/a | n/a |\n"
+        )
+    scores = ("max_probability", "entropy", "mutual_information", "energy", "set_size")
+    det = (
+        "| method | " + " | ".join(f"AUROC {n}" for n in scores) + " | false alarms (target 5%) | new images flagged "
+        "| off-world flagged |\n|" + "---|" * (len(scores) + 4) + "\n"
+    )
+    for method, s in summary.items():
+        det += (
+            f"| {method} | "
+            + " | ".join(_pm(s, f"auroc_unknown_{n}", 1, 3) for n in scores)
+            + f" | {_pm(s, 'false_alarm')} | {_pm(s, 'unknown_detected')} | {_pm(s, 'offworld_flagged')} |\n"
+        )
+    off = "| method | " + " | ".join(f"AUROC {n}" for n in scores) + " |\n|" + "---|" * (len(scores) + 1) + "\n"
+    for method, s in summary.items():
+        off += f"| {method} | " + " | ".join(_pm(s, f"auroc_offworld_{n}", 1, 3) for n in scores) + " |\n"
+    spread = "| method | sigma init | sigma learned (mean) | min | max | MI known | MI unknown |\n"
+    spread += "|---|---|---|---|---|---|---|\n"
+    for method, s in summary.items():
+        if "sigma_mean_mean" in s:
+            spread += (
+                f"| {method} | {s['sigma_init_mean']:.4f} | {_pm(s, 'sigma_mean', 1, 4)} | {s['sigma_min_mean']:.4f} "
+                f"| {s['sigma_max_mean']:.4f} | {_pm(s, 'mi_known', 1, 5)} | {_pm(s, 'mi_unknown', 1, 5)} |\n"
+            )
+    return (
+        "## Prediction sets on base test images\n\n"
+        + sets
+        + "\n## Unknown detection: base test images (known) vs new-class test images (unknown)\n\n"
+        + "Only the base classes are registered.\n\n"
+        + det
+        + "\n## Off-world inputs (blank, flat colours, noise) vs known images\n\n"
+        + off
+        + "\n## The posterior's spread\n\n"
+        + spread
+    )
 
 
 def plot_accuracy(summary: dict[str, dict[str, float]], path: Path) -> None:
@@ -56,37 +107,87 @@ def plot_accuracy(summary: dict[str, dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_reliability(reliability: dict[str, dict[str, list[float]]], path: Path, bins: int = 15) -> None:
-    methods = list(reliability)
-    fig, axes = plt.subplots(1, len(methods), figsize=(3 * len(methods), 3), squeeze=False)
+def plot_reliability(curves: dict[str, Any], path: Path, bins: int = 15) -> None:
+    """Reliability on base test images, before (raw) and after the temperature, one column per method."""
+    methods = list(curves)
+    fig, axes = plt.subplots(2, len(methods), figsize=(3 * len(methods), 6), squeeze=False)
     edges = np.linspace(0, 1, bins + 1)
-    for ax, method in zip(axes[0], methods):
-        conf = np.asarray(reliability[method]["confidence"])
-        correct = np.asarray(reliability[method]["correct"])
-        which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-        acc = [correct[which == b].mean() if (which == b).any() else 0.0 for b in range(bins)]
-        ax.bar(edges[:-1], acc, width=1 / bins, align="edge", edgecolor="black", linewidth=0.5)
-        ax.plot([0, 1], [0, 1], "r--", linewidth=1)
-        ax.set_title(method)
-        ax.set_xlabel("confidence")
-    axes[0][0].set_ylabel("accuracy")
-    fig.suptitle("reliability (base + new test images)")
+    for col, method in enumerate(methods):
+        for row, kind in enumerate(("raw", "calibrated")):
+            ax = axes[row][col]
+            data = curves[method]["reliability"][kind]
+            conf, correct = np.asarray(data["confidence"]), np.asarray(data["correct"])
+            which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+            acc = [correct[which == b].mean() if (which == b).any() else 0.0 for b in range(bins)]
+            ax.bar(edges[:-1], acc, width=1 / bins, align="edge", edgecolor="black", linewidth=0.5)
+            ax.plot([0, 1], [0, 1], "r--", linewidth=1)
+            ax.set_title(f"{method} ({kind})")
+            ax.set_xlabel("confidence")
+        axes[0][col].set_ylabel("accuracy")
+    fig.suptitle("reliability on base test images, before and after temperature scaling")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_coverage(curves: dict[str, Any], path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for method, c in curves.items():
+        if not c["coverage"]:
+            continue
+        alphas = sorted(float(a) for a in c["coverage"])
+        left.plot([1 - a for a in alphas], [c["coverage"][str(a)]["set_coverage"] for a in alphas], "o-", label=method)
+        right.plot(alphas, [c["coverage"][str(a)]["set_size"] for a in alphas], "o-", label=method)
+        right.plot(alphas, [c["coverage"][str(a)]["topk"] for a in alphas], "x:", color="grey")
+    lims = [0.65, 1.0]
+    left.plot(lims, lims, "k--", linewidth=1)
+    left.set_xlabel("target coverage 1 - alpha")
+    left.set_ylabel("empirical coverage (base test)")
+    right.set_xlabel("alpha")
+    right.set_ylabel("mean set size (x: top-k at the same coverage)")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_roc(curves: dict[str, Any], path: Path) -> None:
+    methods = list(curves)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3 * len(methods), 3.2), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        for name, roc in curves[method]["roc"].items():
+            ax.plot(roc["fpr"], roc["tpr"], label=name)
+        ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+        ax.set_title(method)
+        ax.set_xlabel("false alarms (known)")
+    axes[0][0].set_ylabel("detected (new-class images)")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("unknown detection ROC, base classes registered")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def write_report(result: dict[str, Any], out: Path, command: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "base2new.json", {k: v for k, v in result.items() if k != "reliability"} | {"command": command})
+    write_json(out / "base2new.json", {k: v for k, v in result.items() if k != "curves"} | {"command": command})
     table = markdown_table(result["summary"])
     (out / "base2new.md").write_text(
         f"# Base-to-new results\n\nCommand: `{command}`\n\n{table}\n"
         "Accuracies and ECE in %, mean ± std over seeds; HM is the harmonic mean of mean base and mean new "
-        "accuracy. AUROC: how well predictive entropy (H) or mutual information (MI) flags misclassified "
-        "new-class images (0.5 = no better than chance).\n\n"
+        "accuracy. ECE raw -> calibrated: before and after the temperature fitted on held-out base images "
+        "(the served probabilities are the calibrated ones). AUROC: how well predictive entropy (H) or mutual "
+        "information (MI) flags misclassified new-class images (0.5 = no better than chance).\n\n"
         "![accuracy](accuracy.png)\n\n![reliability](reliability.png)\n"
     )
+    (out / "uncertainty.md").write_text(
+        f"# Uncertainty figures\n\nCommand: `{command}`\n\n"
+        + uncertainty_tables(result["summary"], result["runs"])
+        + "\nFigures in %, mean ± std over seeds (AUROC and sigma as fractions). Plots from the first seed.\n\n"
+        "![reliability](reliability.png)\n\n![coverage](coverage.png)\n\n![roc](roc.png)\n"
+    )
     plot_accuracy(result["summary"], out / "accuracy.png")
-    plot_reliability(result["reliability"], out / "reliability.png")
+    plot_reliability(result["curves"], out / "reliability.png")
+    plot_coverage(result["curves"], out / "coverage.png")
+    plot_roc(result["curves"], out / "roc.png")
     return out / "base2new.md"

@@ -16,6 +16,7 @@ class Predictive:
     entropy: torch.Tensor  # [B] H[mean p]
     expected_entropy: torch.Tensor  # [B] E_m H[p_m]
     mutual_information: torch.Tensor  # [B] entropy - expected entropy (epistemic)
+    energy: torch.Tensor  # [B] E_m[-logsumexp_c logits_m]: low for images close to some class's text
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -29,4 +30,5 @@ def summarize(logits: torch.Tensor) -> Predictive:
     var = (p - mean[:, None]).pow(2).mean(dim=1)  # population variance; 3x faster than Tensor.var on CPU
     h = entropy(mean)
     eh = entropy(p).mean(dim=1)
-    return Predictive(mean, var, h, eh, (h - eh).clamp_min(0.0))
+    energy = -torch.logsumexp(logits.float(), dim=-1).mean(dim=1)
+    return Predictive(mean, var, h, eh, (h - eh).clamp_min(0.0), energy)

@@ -5,10 +5,22 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class CalibrationOut(BaseModel):
+    temperature: float = Field(description="T dividing every sample's logits (fitted on held-out images)")
+    method: str = Field(description="conformal score: aps (adaptive) or lac")
+    held_out_images: int = Field(description="labelled images the conformal scores and thresholds come from")
+    classes: int = Field(description="size of the class set it was calibrated on")
+    matches_registered_classes: bool = Field(description="false once classes were added or removed")
+    false_alarm: float = Field(description="target share of known-class images flagged unknown")
+
+
 class ModelOut(BaseModel):
     variant: str = Field(description="zeroshot, coop, cocoop, vpt or vpt-cond")
     id: str = Field(description="which backbone + posterior answered")
     max_samples: int
+    calibration: CalibrationOut | None = Field(description="null: the posterior carries no calibration")
+    unknown_measure: str = Field(description="the score the unknown flag thresholds")
+    unknown_threshold: float = Field(description="answers with unknown_score above this are flagged unknown")
 
 
 class ClassScoreOut(BaseModel):
@@ -23,6 +35,19 @@ class ClassifyOut(BaseModel):
     entropy: float = Field(description="predictive entropy H[mean p] (nats)")
     expected_entropy: float = Field(description="E_m H[p_m] (aleatoric part, nats)")
     mutual_information: float = Field(description="entropy - expected_entropy (epistemic part, nats)")
+    energy: float = Field(description="mean over samples of -logsumexp of the logits (lower: closer to a class)")
+    prediction_set: list[str] = Field(
+        description="labels, most probable first, that hold the true class with probability >= coverage "
+        "(guaranteed only when calibrated is true)"
+    )
+    coverage: float = Field(description="1 - alpha, the promised coverage of prediction_set")
+    calibrated: bool = Field(
+        description="true when the posterior was calibrated on exactly the registered classes: then the "
+        "probabilities are temperature-calibrated and prediction_set carries its guarantee"
+    )
+    unknown: bool = Field(description="true when the image is likely of none of the registered classes")
+    unknown_score: float = Field(description="the score behind `unknown` (higher: less like a known class)")
+    unknown_measure: str = Field(description="which score: entropy, max_probability (1 - max p), energy, ...")
     samples: int = Field(description="Monte Carlo samples used")
     model: ModelOut
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,31 +18,16 @@ from PIL import Image
 from app.engine.bank import ClassCache, ClassSet, draw_noise
 from app.engine.cond import per_image_logits
 from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
+from app.engine.results import ClassScore, Prediction
 from training.artifact import load_posterior
 from training.backbone import Backbone, autocast, load_backbone
+from training.calibration import Calibration
 from training.learners import LearnerConfig, PromptLearner, build_learner
 from training.text_passes import TextPasses
 from training.text_tower import ClassTokens, PromptError, TextTower, prompt_text
 from training.uncertainty import summarize
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class ClassScore:
-    label: str
-    probability: float  # MC mean of the per-sample softmax
-    variance: float  # Var_m p_m(c), the MC predictive variance
-    std: float
-
-
-@dataclass
-class Prediction:
-    classes: list[ClassScore]  # every registered class, most probable first
-    entropy: float
-    expected_entropy: float
-    mutual_information: float
-    samples: int  # prompts averaged (1 for the deterministic variants)
 
 
 def describe_model(variant: str, backbone: Backbone, posterior: str | Path | None) -> str:
@@ -67,6 +51,7 @@ class Engine:
         chunk: int = 4096,
         model_id: str | None = None,
         text_mode: str | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         if max_samples < 1:
             raise ValueError("max_samples must be at least 1")
@@ -84,7 +69,8 @@ class Engine:
         self.device = backbone.device
         self.tower = TextTower(backbone.model, backbone.tokenizer)
         self.passes = TextPasses(self.tower, chunk, text_mode)
-        self.scorer = backbone.scorer()
+        self.calibration = calibration  # temperature, conformal scores, unknown threshold (None: uncalibrated)
+        self.scorer = backbone.scorer(calibration.temperature if calibration else 1.0)
         # The noise bank: drawn once, so answers are reproducible and batch-independent.
         self.noise = draw_noise(max_samples, ident.text_width, seed, self.device) if self.cfg.stochastic else None
         self.cache = ClassCache(self.passes, None if self.cfg.per_image else self._shared_contexts())
@@ -106,12 +92,19 @@ class Engine:
     ) -> Engine:
         """Backbone from a model name or JSON config; posterior artifact, or None for zero-shot CLIP."""
         bb = load_backbone(backbone, weights, device, cache_dir)
-        learner, trained = None, []
+        learner, trained, calibration = None, [], None
         if posterior is not None:
             post = load_posterior(posterior, bb)
-            learner, trained = post.learner, post.classnames
+            learner, trained, calibration = post.learner, post.classnames, post.calibration
         variant = learner.cfg.variant if learner is not None else "zeroshot"
-        engine = cls(bb, learner, max_samples=max_samples, seed=seed, model_id=describe_model(variant, bb, posterior))
+        engine = cls(
+            bb,
+            learner,
+            max_samples=max_samples,
+            seed=seed,
+            model_id=describe_model(variant, bb, posterior),
+            calibration=calibration,
+        )
         engine.trained_classnames = list(trained)
         log.info("engine %s, max %d samples", engine.model_id, max_samples)
         return engine
@@ -236,10 +229,13 @@ class Engine:
             std = var.sqrt().tolist()
             var = var.tolist()
             order = order.cpu().tolist()
-            h, eh, mi = (t.cpu().tolist() for t in (pred.entropy, pred.expected_entropy, pred.mutual_information))
+            h, eh, mi, en = (
+                t.cpu().tolist() for t in (pred.entropy, pred.expected_entropy, pred.mutual_information, pred.energy)
+            )
             for j, i in enumerate(idx):
                 labels = map(names.__getitem__, order[j])
-                out[i] = Prediction(list(map(ClassScore, labels, probs[j], var[j], std[j])), h[j], eh[j], mi[j], m)
+                scores = list(map(ClassScore, labels, probs[j], var[j], std[j]))
+                out[i] = Prediction(scores, h[j], eh[j], mi[j], en[j], m)
         return out  # type: ignore[return-value]
 
     # -- helpers --------------------------------------------------------------------------

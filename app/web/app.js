@@ -8,8 +8,8 @@
     token_required: false,
     samples: 20,
     max_samples: 20,
-    uncertainty_measure: "mutual_information",
-    thresholds: { mutual_information: 0.1, entropy: 0.5 },
+    alpha: 0.1,
+    thresholds: { entropy: 0.5 },
   };
 
   const state = {
@@ -330,38 +330,33 @@
     return `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
   }
 
-  // The plain-language reading: epistemic first (the sampled prompts disagree), then the spread.
+  // The plain-language reading: the server's unknown flag first, then the prediction set.
   function reading(out) {
-    const t = state.config.thresholds;
     const top = out.classes[0];
-    if (out.mutual_information > t.mutual_information) {
+    const guarantee = out.calibrated ? `${pct(out.coverage)} sure to hold the right one` : "no coverage guarantee";
+    if (out.unknown) {
       return {
         kind: "unknown",
         title: "Looks unlike anything it knows",
         text:
-          `The sampled prompts disagree (mutual information ${nats(out.mutual_information)}, ` +
-          `above ${t.mutual_information}): the image may show none of the registered classes. ` +
+          `The image may show none of the registered classes (${out.unknown_measure.replace("_", " ")} ` +
+          `${out.unknown_score.toFixed(3)}, above the server's threshold). ` +
           `Its best guess is ${top ? top.label : "nothing"}.`,
       };
     }
-    if (out.entropy > t.entropy) {
-      const names = [];
-      let mass = 0;
-      for (const c of out.classes) {
-        if (names.length >= 3 || (names.length >= 2 && mass >= 0.8)) break;
-        names.push(c.label);
-        mass += c.probability;
-      }
+    const set = out.prediction_set || [];
+    if (set.length > 1 || out.entropy > state.config.thresholds.entropy) {
+      const names = set.length > 1 ? set.slice(0, 5) : out.classes.slice(0, 2).map((c) => c.label);
       return {
         kind: "unsure",
         title: "Unsure between these classes",
-        text: `Mostly ${listNames(names)} (entropy ${nats(out.entropy)}, above ${t.entropy}).`,
+        text: `One of ${listNames(names)}${set.length > 5 ? ", ..." : ""} (${guarantee}).`,
       };
     }
     return {
       kind: "confident",
       title: `Confident: ${top ? top.label : "-"}`,
-      text: `Probability ${top ? pct(top.probability) : "-"}, and the sampled prompts agree.`,
+      text: `Probability ${top ? pct(top.probability) : "-"}; the prediction set is this class alone (${guarantee}).`,
     };
   }
 

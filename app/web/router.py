@@ -21,9 +21,8 @@ HERE = Path(__file__).parent  # index.html, app.css, app.js lie beside this file
 ASSETS = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
 
 # Entropy (nats) of the mean prediction above which the page reads "unsure between these classes"
-# (e.g. 0.65 / 0.35 between two classes is 0.65 nats). The epistemic threshold is the server's own.
+# (e.g. 0.65 / 0.35 between two classes is 0.65 nats). "Unknown" is the server's own flag.
 UNSURE_ENTROPY_NATS = 0.5
-DEFAULT_MI_NATS = 0.1
 
 CSP = "; ".join(
     (
@@ -64,20 +63,18 @@ async def asset(name: str) -> FileResponse:
 
 def ui_config(settings: Settings) -> dict:
     """What the page needs to know about the server; the model itself comes from GET /readyz."""
-    thresholds = {"mutual_information": DEFAULT_MI_NATS, "entropy": UNSURE_ENTROPY_NATS}
-    thresholds[settings.uncertainty_measure] = settings.uncertainty_threshold
     return {
         "token_required": settings.token is not None,
         "samples": settings.samples,
         "max_samples": settings.max_samples,
         "max_image_bytes": settings.max_image_bytes,
         "max_names_per_call": settings.max_names_per_call,
-        "uncertainty_measure": settings.uncertainty_measure,
-        "thresholds": thresholds,
+        "alpha": settings.alpha,
+        "thresholds": {"entropy": UNSURE_ENTROPY_NATS},
     }
 
 
 @router.get("/ui/config")
 async def config(request: Request) -> dict:
-    """Settings the page reads: whether a token is needed, sample limits, uncertainty thresholds (nats)."""
+    """Settings the page reads: whether a token is needed, sample limits, alpha, the 'unsure' entropy (nats)."""
     return ui_config(request.app.state.settings)

@@ -5,32 +5,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
 from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
+from app.engine.results import ClassScore, Prediction
 
 MAX_NAME_CHARS = 40  # stands in for the text context
-
-
-@dataclass
-class ClassScore:
-    label: str
-    probability: float
-    variance: float
-    std: float
-
-
-@dataclass
-class Prediction:
-    classes: list[ClassScore]
-    entropy: float
-    expected_entropy: float
-    mutual_information: float
-    samples: int
 
 
 class FakeEngine:
@@ -44,6 +27,7 @@ class FakeEngine:
         self.variant = variant
         self.model_id = f"fake-{variant}"
         self.max_samples = max_samples
+        self.calibration = None
         self.delay_s = delay_s
         self.batch_sizes: list[int] = []
         self.encoded: list[str] = []  # names whose "text features" were computed
@@ -108,9 +92,9 @@ class FakeEngine:
             logits = -10.0 * (colours - mean).pow(2).sum(-1)  # [C]
             stochastic = self.variant in ("vpt", "vpt-cond")
             noise = torch.randn(m, len(colours), generator=torch.Generator().manual_seed(0)) if stochastic else 0.0
-            probs = torch.softmax(logits[None] + noise, dim=-1)  # [m, C]
+            probs = torch.softmax(logits[None] + noise, dim=-1)  # [m, C]; m = 1 when deterministic
             if not stochastic:
-                probs = probs.expand(m, -1)
+                m = 1
             mean_p = probs.mean(0)
             var = probs.var(0, unbiased=False)
             entropy = float(-(mean_p * mean_p.clamp_min(1e-12).log()).sum())
@@ -125,6 +109,7 @@ class FakeEngine:
                     entropy,
                     expected,
                     max(entropy - expected, 0.0),
+                    float(-torch.logsumexp(logits[None] + noise, dim=-1).mean()),
                     m,
                 )
             )

@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 
+import pytest
 from PIL import Image
 
 from app.engine.errors import EngineError
@@ -38,8 +39,34 @@ def test_answer_has_probabilities_uncertainty_and_model(client):
     for c in body["classes"]:
         assert c["variance"] >= 0 and abs(c["std"] ** 2 - c["variance"]) < 1e-9
     assert body["samples"] == 20
-    assert body["model"] == {"variant": "vpt", "id": "fake-vpt", "max_samples": 20}
+    model = body["model"]
+    assert {k: model[k] for k in ("variant", "id", "max_samples", "calibration")} == {
+        "variant": "vpt",
+        "id": "fake-vpt",
+        "max_samples": 20,
+        "calibration": None,
+    }
     assert abs(body["entropy"] - body["expected_entropy"] - body["mutual_information"]) < 1e-6
+    # uncalibrated: the naive set (most probable classes until their mass reaches 1 - alpha), no guarantee
+    assert body["calibrated"] is False and body["coverage"] == pytest.approx(0.9)
+    labels = [c["label"] for c in body["classes"]]
+    assert body["prediction_set"] == labels[: len(body["prediction_set"])]
+    mass = sum(c["probability"] for c in body["classes"][: len(body["prediction_set"])])
+    assert mass >= 0.9 - 1e-6 and mass - body["classes"][len(body["prediction_set"]) - 1]["probability"] < 0.9
+    assert body["unknown_measure"] == model["unknown_measure"] == "entropy"
+    assert body["unknown"] == (body["unknown_score"] > model["unknown_threshold"])
+    assert body["unknown_score"] == pytest.approx(body["entropy"])
+
+
+@pytest.mark.parametrize("alpha", ["0", "1", "-0.1", "1.5", "nan", "abc"])
+def test_alpha_outside_the_open_unit_interval_is_422(client, alpha):
+    r = client.post("/classify", params={"alpha": alpha}, files={"file": ("x.png", image_bytes(), "image/png")})
+    assert_error(r, 422, "alpha")
+
+
+def test_smaller_alpha_never_shrinks_the_set(client):
+    sizes = [len(post_image(client, image_bytes(), alpha=a).json()["prediction_set"]) for a in (0.5, 0.2, 0.05, 0.01)]
+    assert sizes == sorted(sizes) and sizes[0] >= 1
 
 
 def test_top_k_and_samples(client):

@@ -20,7 +20,14 @@ def test_livez_and_readyz(client):
     assert r.status_code == 200
     assert r.json() == {
         "status": "ready",
-        "model": {"variant": "vpt", "id": "fake-vpt", "max_samples": 20},
+        "model": {
+            "variant": "vpt",
+            "id": "fake-vpt",
+            "max_samples": 20,
+            "calibration": None,
+            "unknown_measure": "entropy",
+            "unknown_threshold": 1.5,
+        },
         "classes": 3,
     }
 
@@ -71,7 +78,7 @@ def _samples(text: str, name: str) -> dict[str, float]:
 
 
 def test_metrics_is_a_plain_route_with_everything(make_client):
-    with make_client(classes=NAMES, uncertainty_threshold=0.0) as c:
+    with make_client(classes=NAMES, uncertainty_threshold=0.0) as c:  # every answer is flagged unknown
         for _ in range(3):
             post_image(c, image_bytes(), samples=4)
         post_image(c, b"not an image")
@@ -90,9 +97,11 @@ def test_metrics_is_a_plain_route_with_everything(make_client):
     assert 'vpt_model_info{device="cpu",max_samples="20",model_id="fake-vpt",variant="vpt"} 1.0' in text
     assert _samples(text, "vpt_prediction_entropy_nats_count")["vpt_prediction_entropy_nats_count"] == 3
     assert "vpt_prediction_mutual_information_nats_bucket" in text
-    uncertain = _samples(text, "vpt_uncertain_predictions_total")
-    assert uncertain['vpt_uncertain_predictions_total{measure="mutual_information"}'] == 3
-    assert 'vpt_uncertainty_threshold_nats{measure="mutual_information"} 0.0' in text
+    unknown = _samples(text, "vpt_unknown_predictions_total")
+    assert unknown['vpt_unknown_predictions_total{measure="entropy"}'] == 3
+    assert 'vpt_unknown_threshold{measure="entropy"} 0.0' in text
+    assert _samples(text, "vpt_prediction_set_size_count")["vpt_prediction_set_size_count"] == 3
+    assert _samples(text, "vpt_calibrated")["vpt_calibrated"] == 0
 
 
 def test_unknown_route_is_404_json_and_counted_as_unmatched(client):

@@ -58,3 +58,38 @@ def test_too_long_name_is_422(tmp_path, tiny):
         r = c.post("/classes", json={"names": ["ok", "word " * 40]})
         assert r.status_code == 422 and "names[1]" in r.json()["detail"]
         assert "ok" not in c.get("/classes").json()["classes"]
+
+
+def test_calibration_reaches_the_answers_and_lapses_when_classes_change(tmp_path, tiny):
+    """A calibrated artifact: its temperature scales the logits, its sets are 'calibrated' until a class is added."""
+    import torch
+
+    from training.artifact import load_posterior, save_posterior
+    from training.backbone import load_backbone
+    from training.calibration import calibrate_logits
+
+    backbone = load_backbone(str(tiny["config"]), str(tiny["weights"]), "cpu")
+    post = load_posterior(tiny["vpt"], backbone)
+    g = torch.Generator().manual_seed(0)
+    cal = calibrate_logits(
+        torch.randn(200, 4, len(TRAINED), generator=g), torch.randint(0, 4, (200,), generator=g), TRAINED
+    )
+    cal.temperature = 3.0
+    path = save_posterior(tmp_path / "cal.safetensors", post.learner, backbone.identity, TRAINED, {}, {}, cal)
+    data = image_bytes((200, 30, 30))
+    with serve(make_settings(tmp_path / "a", max_samples=8), load(tiny, "vpt")) as c:
+        plain = post_image(c, data, samples=8).json()
+    engine = Engine.load(str(tiny["config"]), str(tiny["weights"]), path, "cpu", max_samples=8)
+    with serve(make_settings(tmp_path / "b", max_samples=8), engine) as c:
+        ready = c.get("/readyz").json()["model"]
+        assert ready["calibration"]["temperature"] == 3.0 and ready["calibration"]["matches_registered_classes"]
+        body = post_image(c, data, samples=8, alpha=0.2).json()
+        assert body["calibrated"] is True and abs(body["coverage"] - 0.8) < 1e-9
+        assert body["unknown_measure"] == cal.unknown_score
+        assert body["unknown"] == (body["unknown_score"] > cal.unknown_threshold)
+        c.post("/classes", json={"names": ["purple"]})
+        after = post_image(c, data, samples=8).json()
+        assert after["calibrated"] is False and after["prediction_set"]
+    # T = 3 flattens the distribution: the top probability drops, the entropy rises
+    assert body["classes"][0]["probability"] < plain["classes"][0]["probability"]
+    assert body["entropy"] > plain["entropy"]

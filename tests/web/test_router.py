@@ -52,18 +52,12 @@ def test_config_states_token_samples_and_thresholds(tmp_path: Path) -> None:
     out = make_client(tmp_path).get("/ui/config").json()
     assert out["token_required"] is False
     assert out["samples"] == 20 and out["max_samples"] == 20
-    assert out["uncertainty_measure"] == "mutual_information"
-    assert out["thresholds"]["mutual_information"] == 0.1
     assert out["thresholds"]["entropy"] > 0
 
-    out = (
-        make_client(tmp_path, token="s3cret", max_samples=8, uncertainty_measure="entropy", uncertainty_threshold=0.7)
-        .get("/ui/config")
-        .json()
-    )
+    out = make_client(tmp_path, token="s3cret", max_samples=8, alpha=0.2).get("/ui/config").json()
     assert out["token_required"] is True and "s3cret" not in str(out)
     assert out["samples"] == 8 and out["max_samples"] == 8
-    assert out["thresholds"]["entropy"] == 0.7
+    assert out["alpha"] == 0.2
 
 
 def test_create_app_serves_the_page(tmp_path: Path) -> None:

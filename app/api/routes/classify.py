@@ -21,9 +21,13 @@ async def classify(
     file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
     top_k: Annotated[int | None, Query(ge=1, description="return only the k most probable classes")] = None,
     samples: Annotated[int | None, Query(ge=1, description="Monte Carlo samples (1..max_samples)")] = None,
+    alpha: Annotated[
+        float | None,
+        Query(gt=0, lt=1, description="prediction-set miscoverage: the set holds the true class with prob. 1 - alpha"),
+    ] = None,
 ) -> dict:
     limit = service.settings.max_image_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise ImageTooLargeError()
-    return await service.classify(data, top_k=top_k, samples=samples)
+    return await service.classify(data, top_k=top_k, samples=samples, alpha=alpha)
