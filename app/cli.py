@@ -8,16 +8,33 @@ a mistake ends the process with one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import sys
 import typing
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
+from queue import Queue
 
 from pydantic import SecretStr, ValidationError
 
 from app.config import Settings
 
 log = logging.getLogger("app.cli")
+
+
+def configure_logging(level: str) -> None:
+    """Log lines are formatted and written by a background thread (QueueListener), so the event loop
+    only enqueues a record per request line and never waits on stderr."""
+    queue: Queue = Queue(-1)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    listener = QueueListener(queue, handler, respect_handler_level=False)
+    listener.start()
+    atexit.register(listener.stop)
+    root = logging.getLogger()
+    root.handlers[:] = [QueueHandler(queue)]
+    root.setLevel(level.upper())
 
 
 def _flag(name: str) -> str:
@@ -119,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"error: {_settings_error(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     errors = _user_errors()
     try:
         if settings.demo:

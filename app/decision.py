@@ -1,23 +1,23 @@
 """From a prediction to what a user acts on: a prediction set at 1 - alpha and an unknown flag.
 
-With a calibrated posterior (training/calibration.py) the set is split-conformal, guaranteed to
-hold the true class with probability >= 1 - alpha for images like the calibration images, but
-only while the registered classes are the calibrated ones (`calibrated` says whether they are);
-for another class set the calibrated threshold is still used, without the guarantee. Without
-any calibration the set is the most probable classes until their mass reaches 1 - alpha.
-The unknown flag uses the calibrated score and threshold (a fixed false-alarm rate on known
-images); an uncalibrated posterior falls back to the service's configured measure and threshold.
+A calibration (training/calibration.py) is one bundle, temperature + conformal scores + unknown
+threshold, valid for the class set it was fitted on. While exactly those classes are registered
+(`calibrated: true`) the probabilities are temperature-scaled, the set is split-conformal
+(it holds the true class with probability >= 1 - alpha for images like the calibration images)
+and the unknown flag fires at the calibrated false-alarm rate. With any other class set (or no
+calibration) the engine serves the raw probabilities, the set is the most probable classes
+until their mass reaches 1 - alpha (no guarantee), and the unknown flag uses the service's
+configured fallback measure and threshold. `vpt-calibrate` refits the bundle for a new class set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from app.engine.results import Prediction
-from training.calibration import Calibration, is_calibrated_for, prediction_sets, unknown_scores
+from training.calibration import Calibration, prediction_sets, unknown_scores
 from training.uncertainty import Predictive
 
 
@@ -40,13 +40,18 @@ class Fallback:
     threshold: float
 
 
-def decide(
-    pred: Prediction, calibration: Calibration | None, classes: Sequence[str], alpha: float, fallback: Fallback
-) -> Decision:
+def unknown_rule(calibration: Calibration | None, fallback: Fallback) -> tuple[str, float]:
+    """(measure, threshold) of the unknown flag: the calibrated one, else the configured fallback."""
+    if calibration is not None and calibration.unknown_threshold != float("inf"):
+        return calibration.unknown_score, calibration.unknown_threshold
+    return fallback.measure, fallback.threshold
+
+
+def decide(pred: Prediction, calibration: Calibration | None, alpha: float, fallback: Fallback) -> Decision:
     """The set and the flag for one prediction whose classes are sorted, most probable first."""
     probs = torch.tensor([[c.probability for c in pred.classes]], dtype=torch.float64)
-    calibrated = is_calibrated_for(calibration, list(classes))
-    if calibration is not None and calibration.scores:  # for other classes too: the best estimate, no guarantee
+    calibrated = pred.calibrated and calibration is not None
+    if calibrated:
         method, threshold = calibration.method, calibration.threshold(alpha)
     else:
         method, threshold = "aps", 1.0 - alpha
@@ -60,9 +65,6 @@ def decide(
         torch.tensor([pred.mutual_information]),
         torch.tensor([pred.energy]),
     )
-    if calibration is not None and calibration.unknown_threshold != float("inf"):
-        measure, limit = calibration.unknown_score, calibration.unknown_threshold
-    else:
-        measure, limit = fallback.measure, fallback.threshold
+    measure, limit = unknown_rule(calibration if calibrated else None, fallback)
     score = float(unknown_scores(as_predictive)[measure][0])
     return Decision(labels, alpha, calibrated, score > limit, score, measure, limit)

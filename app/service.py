@@ -19,7 +19,7 @@ import torch
 
 from app.batcher import Batcher, BatchStats, QueueFullError
 from app.config import Settings
-from app.decision import Decision, Fallback, decide
+from app.decision import Decision, Fallback, decide, unknown_rule
 from app.engine.errors import InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
@@ -174,10 +174,9 @@ class Service:
         return self.engine
 
     def _unknown_rule(self) -> tuple[str, float]:
-        cal = self.engine.calibration if self.engine is not None else None
-        if cal is not None and cal.unknown_threshold != float("inf"):
-            return cal.unknown_score, cal.unknown_threshold
-        return self._fallback.measure, self._fallback.threshold
+        engine = self.engine
+        calibrated = engine is not None and is_calibrated_for(engine.calibration, engine.classnames)
+        return unknown_rule(engine.calibration if calibrated else None, self._fallback)
 
     def model_info(self) -> dict[str, Any]:
         engine = self._require_engine()
@@ -226,7 +225,7 @@ class Service:
         except QueueFullError:
             self.metrics.queue_rejected.inc()
             raise
-        decision = decide(prediction, engine.calibration, engine.classnames, alpha, self._fallback)
+        decision = decide(prediction, engine.calibration, alpha, self._fallback)
         self._observe_prediction(prediction, decision)
         classes = prediction.classes if top_k is None else prediction.classes[:top_k]
         return {
@@ -270,6 +269,7 @@ class Service:
         m.mutual_information.observe(p.mutual_information)
         m.set_size.observe(len(d.prediction_set))
         m.calibrated.set(int(d.calibrated))
+        m.unknown_threshold.labels(d.unknown_measure).set(d.unknown_threshold)
         if d.unknown:
             m.unknown.labels(d.unknown_measure).inc()
 

@@ -31,7 +31,7 @@ def _train_args(data, out, variant="vpt", *extra):
         "4",
         "--samples",
         "3",
-        "--eval-samples",
+        "--calibration-samples",
         "3",
         "--lr",
         "0.01",

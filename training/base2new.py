@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from training.backbone import Backbone
+from training.classifier import PromptClassifier
 from training.data import Dataset, class_subset, few_shot
 from training.features import encode_samples
 from training.fit import FitConfig
@@ -63,8 +64,8 @@ def run_base2new(backbone: Backbone, dataset: Dataset, cfg: Base2NewConfig) -> d
         for method in cfg.methods:
             torch.manual_seed(seed)
             fit_cfg = FitConfig(**{**cfg.fit.as_dict(), "seed": seed})
-            learner = LearnerConfig(method, **cfg.learner)
-            clf, summary, cal = fit_posterior(backbone, learner, fit_cfg, base_names, train, held, cfg.calibration)
+            clf = PromptClassifier.create(backbone, LearnerConfig(method, **cfg.learner), base_names)
+            summary, cal = fit_posterior(clf, fit_cfg, train, held, cfg.calibration)
             row, method_curves = measure(clf, cal, base_names, new_names, feats, cfg.eval_samples, seed)
             row = {"method": method, "seed": seed, "train_accuracy": summary.get("train_accuracy"), **row}
             row["hm_accuracy"] = harmonic_mean(row["base_accuracy"], row["new_accuracy"])

@@ -6,6 +6,7 @@ Without --data it runs on the shapes world (pretrained and exported on first use
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 from pathlib import Path
 
@@ -26,28 +27,32 @@ FULL = {"seeds": [1, 2, 3], "epochs": 4, "batch_size": 8, "samples": 4, "eval_sa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vpt-eval base2new", description=__doc__)
+    d = FitConfig()
+    p = argparse.ArgumentParser(
+        prog="vpt-eval base2new", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--data", default=None, help="CoOp-layout or class-per-folder dataset (default: the shapes world)")
     p.add_argument("--world-dir", type=Path, default=None, help="where the shapes world is cached (default: data dir)")
     p.add_argument("--quick", action="store_true", help="one seed, few epochs, the quick shapes backbone")
     p.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--seeds", nargs="+", type=int, default=None)
-    p.add_argument("--shots", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 1 2 3 (--quick: 1)")
+    p.add_argument("--shots", type=int, default=16, help="images per base class")
+    p.add_argument("--epochs", type=int, default=None, help=f"default {FULL['epochs']} (--quick {QUICK['epochs']})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"default {FULL['batch_size']}")
+    p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
     p.add_argument("--samples", type=int, default=None, help="L, samples per image in the loss")
     p.add_argument("--eval-samples", type=int, default=None, help="M, samples per image at test time")
-    p.add_argument("--beta", type=float, default=0.001)
-    p.add_argument("--estimator", default="elbo", choices=ESTIMATORS)
-    p.add_argument("--kl-reduction", default="mean", choices=("mean", "sum"))
-    p.add_argument("--log-var-init", type=float, default=None)
-    p.add_argument("--out", type=Path, default=Path("runs/base2new"))
+    p.add_argument("--beta", type=float, default=d.beta, help="KL weight")
+    p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS, help="elbo (paper) or iwae")
+    p.add_argument("--kl-reduction", default=d.kl_reduction, choices=("mean", "sum"), help="KL over dimensions")
+    p.add_argument("--log-var-init", type=float, default=None, help="initial log sigma^2 (default: the learner's)")
+    p.add_argument("--out", type=Path, default=Path("runs/base2new"), help="folder for the tables and plots")
     add_backbone_args(p, default_backbone=None)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger("training.base2new").setLevel(logging.INFO)  # one line per method and seed
     preset = QUICK if args.quick else FULL
     pick = {k: v if (v := getattr(args, k)) is not None else preset[k] for k in preset}
     device = resolve_device(args.device)

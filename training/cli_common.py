@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import torch
 from training.artifact import ArtifactError
 from training.backbone import BackboneError
 from training.data import DataError
+from training.progress import set_quiet
 from training.text_tower import PromptError
 
 DEFAULT_BACKBONE = "ViT-B-16-quickgelu"
@@ -33,7 +36,37 @@ def add_backbone_args(parser: argparse.ArgumentParser, default_backbone: str | N
     )
     parser.add_argument("--cache-dir", default=None, help="open_clip / Hugging Face cache folder for weights")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (and show tracebacks)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def add_config_args(
+    parser: argparse.ArgumentParser,
+    config: type,
+    helps: dict[str, str],
+    choices: dict[str, tuple] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """One --flag per field of a config dataclass (the default shown is the dataclass's own, or `defaults`)."""
+    choices = choices or {}
+    defaults = defaults or {}
+    for f in dataclasses.fields(config):
+        if f.name not in helps:
+            continue
+        default = defaults.get(f.name, f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helps[f.name])
+        else:
+            kind = type(default) if default is not None else str
+            parser.add_argument(flag, type=kind, default=default, choices=choices.get(f.name), help=helps[f.name])
+
+
+def config_from_args(config: type, args: argparse.Namespace, **fixed: Any) -> Any:
+    """The dataclass built from the parsed flags of its fields (plus `fixed` values)."""
+    names = {f.name for f in dataclasses.fields(config)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return config(**{**values, **fixed})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,16 +86,21 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def run_cli(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a CLI body; user mistakes print one clear line and exit 2 instead of a traceback."""
+    """Run a CLI body; user mistakes print one clear line and exit 2 instead of a traceback (-v adds it)."""
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    verbose = getattr(args, "verbose", False)
+    set_quiet(getattr(args, "quiet", False))
     try:
         return body(args)
     except USER_ERRORS as exc:
+        if verbose:  # a ValueError may also be a bug: -v shows where it came from
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last finished epoch", file=sys.stderr)
+        hint = "; rerun with --resume to continue from the last finished epoch" if hasattr(args, "resume") else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130

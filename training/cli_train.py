@@ -9,46 +9,72 @@ from pathlib import Path
 
 from training.backbone import load_backbone
 from training.calibration import CONFORMAL_METHODS, UNKNOWN_SCORES
-from training.cli_common import add_backbone_args, resolve_device, run_cli
+from training.cli_common import add_backbone_args, add_config_args, config_from_args, resolve_device, run_cli
 from training.data import load_dataset
 from training.fit import FitConfig
-from training.learners import DEFAULT_LOG_VAR_INIT, DEFAULT_TEMPLATE, VARIANTS, LearnerConfig
+from training.learners import VARIANTS, LearnerConfig
 from training.objective import ESTIMATORS
 from training.pipeline import CalibrationConfig, DataConfig, train_posterior
 
+FIT_HELP = {
+    "epochs": "passes over the few-shot images",
+    "lr": "SGD learning rate (cosine schedule after the warm-up)",
+    "batch_size": "images per step",
+    "samples": "L, Monte Carlo samples per image in the loss",
+    "beta": "KL weight",
+    "estimator": "elbo (the paper) or iwae (the official code)",
+    "kl_reduction": "KL over the W dimensions: mean (official code) or sum",
+    "warmup_epochs": "epochs at the constant warm-up rate",
+    "seed": "seed of the few-shot draw, the initialisation and the noise",
+}
+LEARNER_HELP = {
+    "variant": "zeroshot, coop, cocoop, vpt (one global Gaussian) or vpt-cond (image-conditioned, the paper's)",
+    "n_ctx": "learned context tokens",
+    "ctx_init": "words to initialise the context ('' = random)",
+    "template": "hand-written prompt used by the zeroshot variant",
+    "log_var_init": "initial log sigma^2 of q(r) (-9.2: sigma 0.01)",
+}
+CALIBRATION_HELP = {
+    "method": "conformal score of the prediction sets: lac (smallest sets) or aps (adaptive)",
+    "unknown_score": "the score the served unknown flag thresholds",
+    "false_alarm": "share of known-class held-out images the unknown flag may fire on",
+    "samples": "M, Monte Carlo samples per image for calibration and the test figures",
+    "max_per_class": "held-out images per class used for calibration",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
-    d = FitConfig()
-    p = argparse.ArgumentParser(prog="vpt-train", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="vpt-train",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Prints a JSON summary at the end: the artifact path, the variant, the classes trained on, and "
+        "the train / calibration / test figures (README: 'Training on your own data').",
+    )
     p.add_argument("--data", required=True, help="class-per-folder image folder, or a CoOp-layout dataset folder")
-    p.add_argument("--variant", default="vpt-cond", choices=VARIANTS)
-    p.add_argument("--shots", type=int, default=16, help="images per class (<= 0: all)")
-    p.add_argument("--classes", default="base", choices=("base", "all"), help="train on the base half or all classes")
+    d = DataConfig()
+    p.add_argument("--shots", type=int, default=d.shots, help="images per class (<= 0: all)")
+    p.add_argument("--classes", default=d.classes, choices=("base", "all"), help="train on the base half or all")
     p.add_argument("--split", type=Path, default=None, help="reuse a few-shot split file written by an earlier run")
     add_backbone_args(p)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--samples", type=int, default=d.samples, help="L, Monte Carlo samples per image in the loss")
-    p.add_argument("--beta", type=float, default=d.beta, help="KL weight")
-    p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
-    p.add_argument("--kl-reduction", default=d.kl_reduction, choices=("mean", "sum"))
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
-    p.add_argument("--n-ctx", type=int, default=4)
-    p.add_argument("--ctx-init", default="a photo of a", help="words to initialise the context ('' = random)")
-    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="hand-written prompt used by the zeroshot variant")
-    p.add_argument("--log-var-init", type=float, default=DEFAULT_LOG_VAR_INIT, help="initial log sigma^2 of q(r)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    add_config_args(p, LearnerConfig, LEARNER_HELP, {"variant": VARIANTS}, {"variant": "vpt-cond"})
+    add_config_args(p, FitConfig, FIT_HELP, {"estimator": ESTIMATORS, "kl_reduction": ("mean", "sum")})
     p.add_argument("--out", type=Path, required=True, help="artifact path (.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
-    c = CalibrationConfig()
-    p.add_argument("--no-calibrate", action="store_true", help="skip the temperature / conformal / unknown calibration")
-    p.add_argument("--conformal", default=c.method, choices=CONFORMAL_METHODS, help="conformal score")
-    p.add_argument("--unknown-score", default=c.unknown_score, choices=UNKNOWN_SCORES, help="served unknown score")
-    p.add_argument(
-        "--false-alarm", type=float, default=c.false_alarm, help="share of known images the unknown flag may fire on"
+    p.add_argument("--no-calibrate", action="store_true", help="skip the temperature / conformal / unknown fit")
+    cal = argparse.ArgumentParser(add_help=False)  # its flags get a prefix: --calibration-samples, ...
+    add_config_args(
+        cal, CalibrationConfig, CALIBRATION_HELP, {"method": CONFORMAL_METHODS, "unknown_score": UNKNOWN_SCORES}
     )
-    p.add_argument("--eval-samples", type=int, default=c.samples, help="M, samples per image for calibration and test")
+    for action in cal._actions:
+        p.add_argument(
+            "--calibration-" + action.dest.replace("_", "-"),
+            dest="calibration_" + action.dest,
+            type=action.type,
+            default=action.default,
+            choices=action.choices,
+            help=action.help,
+        )
     return p
 
 
@@ -56,35 +82,20 @@ def train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dataset = load_dataset(args.data)
     backbone = load_backbone(args.backbone, args.weights, device, args.cache_dir)
-    fit_cfg = FitConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        samples=args.samples,
-        beta=args.beta,
-        estimator=args.estimator,
-        kl_reduction=args.kl_reduction,
-        warmup_epochs=args.warmup_epochs,
-        seed=args.seed,
-    )
+    calibration = {k.removeprefix("calibration_"): v for k, v in vars(args).items() if k.startswith("calibration_")}
     post = train_posterior(
         backbone,
         dataset,
-        LearnerConfig(args.variant, args.n_ctx, args.ctx_init, args.template, args.log_var_init),
-        fit_cfg,
+        config_from_args(LearnerConfig, args),
+        config_from_args(FitConfig, args),
         args.out,
         DataConfig(args.classes, args.shots, args.split),
-        CalibrationConfig(
-            enabled=not args.no_calibrate,
-            method=args.conformal,
-            unknown_score=args.unknown_score,
-            false_alarm=args.false_alarm,
-            samples=args.eval_samples,
-        ),
+        CalibrationConfig(enabled=not args.no_calibrate, **calibration),
         resume=args.resume,
         sources={"backbone_arg": str(args.backbone), "weights_arg": str(args.weights)},
     )
-    print(json.dumps({"artifact": str(args.out), "variant": args.variant, **post.metadata["metrics"]}, indent=2))
+    summary = {"artifact": str(args.out), "variant": args.variant, "classes": post.classnames}
+    print(json.dumps({**summary, **post.metadata["metrics"]}, indent=2))
     return 0
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from training.backbone import Backbone
 from training.data import ImageDataset, Sample
+from training.progress import bar
 
 
 def encode_samples(
@@ -18,7 +18,7 @@ def encode_samples(
         raise ValueError(f"no images to encode for {desc}")
     loader = DataLoader(ImageDataset(samples, backbone.preprocess), batch_size=batch_size, shuffle=False)
     feats, labels = [], []
-    for images, y in tqdm(loader, desc=desc, unit="batch", leave=False):
+    for images, y in bar(loader, desc=desc, unit="batch", leave=False):
         feats.append(backbone.encode_images(images))
         labels.append(y)
     return torch.cat(feats), torch.cat(labels).to(backbone.device)

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from training.backbone import autocast
 from training.classifier import PromptClassifier
 from training.objective import negative_elbo
+from training.progress import bar, milestone
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def fit(
         clf.train()
         order = torch.randperm(len(features), generator=gen).to(device)
         totals = {"loss": 0.0, "correct": 0.0, "seen": 0}
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
-        for step in bar:
+        steps = bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
+        for step in steps:
             idx = order[step : step + cfg.batch_size]
             f, y = features[idx], labels[idx]
             eps = clf.learner.sample_noise(len(idx), samples, generator=gen, device=torch.device("cpu"))
@@ -102,9 +102,10 @@ def fit(
             totals["loss"] += float(loss.detach()) * len(idx)
             totals["correct"] += float((probs.argmax(-1) == y).sum())
             totals["seen"] += len(idx)
-            bar.set_postfix(
-                loss=f"{totals['loss'] / totals['seen']:.4f}", acc=f"{totals['correct'] / totals['seen']:.3f}"
-            )
+            if hasattr(steps, "set_postfix"):
+                steps.set_postfix(
+                    loss=f"{totals['loss'] / totals['seen']:.4f}", acc=f"{totals['correct'] / totals['seen']:.3f}"
+                )
         summary = {
             "epoch": epoch + 1,
             "train_loss": totals["loss"] / totals["seen"],
@@ -112,6 +113,10 @@ def fit(
             **{f"last_{k}": v for k, v in parts.items()},
         }
         log.info("epoch %d: %s", epoch + 1, summary)
+        milestone(
+            f"epoch {epoch + 1}/{cfg.epochs}: loss {summary['train_loss']:.4f}, "
+            f"train accuracy {summary['train_accuracy']:.3f}, lr {lr_at(cfg, epoch):.2e}"
+        )
         if checkpoint is not None:
             _save_checkpoint(checkpoint, clf, opt, epoch, gen)
     return summary

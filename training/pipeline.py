@@ -96,26 +96,23 @@ def calibrate(
 
 
 def fit_posterior(
-    backbone: Backbone,
-    learner: LearnerConfig,
+    clf: PromptClassifier,
     fit_cfg: FitConfig,
-    classnames: list[str],
     train: tuple[torch.Tensor, torch.Tensor],
     held: tuple[torch.Tensor, torch.Tensor] | None,
     calibration: CalibrationConfig = CalibrationConfig(),
     checkpoint: Path | None = None,
     resume: bool = False,
-) -> tuple[PromptClassifier, dict[str, float], Calibration | None]:
-    """The core every trainer shares: fit on train features, then calibrate on held-out features
-    (when enabled and given). The classifier comes back at the fitted temperature."""
-    clf = PromptClassifier.create(backbone, learner, classnames)
+) -> tuple[dict[str, float], Calibration | None]:
+    """The core every trainer shares: fit a fresh classifier on train features, then calibrate on
+    held-out features (when enabled and given). The classifier comes back at the fitted temperature."""
     summary = fit(clf, *train, fit_cfg, checkpoint=checkpoint, resume=resume)
     cal = None
     if calibration.enabled and held is not None and len(held[1]):
         cal = calibrate(clf, *held, calibration, fit_cfg.seed)
     elif calibration.enabled:
         log.warning("no held-out images for calibration: the posterior stays uncalibrated")
-    return clf, summary, cal
+    return summary, cal
 
 
 def train_posterior(
@@ -143,15 +140,14 @@ def train_posterior(
     if not shots:
         raise ValueError(f"no training images for the {data.classes} classes of {dataset.name}")
     log.info("training %s on %d images of %d %s classes", learner.variant, len(shots), len(classnames), data.classes)
+    clf = PromptClassifier.create(backbone, learner, classnames)  # refuses a bad config before any encoding
     train = encode_samples(backbone, shots, desc="train features")
     held = None
     if calibration.enabled:
         pool = held_out(dataset, restrict, shots, calibration.max_per_class, fit_cfg.seed)
         held = encode_samples(backbone, pool, desc="held-out features") if pool else None
     checkpoint = out.with_suffix(".ckpt")
-    clf, summary, cal = fit_posterior(
-        backbone, learner, fit_cfg, classnames, train, held, calibration, checkpoint, resume
-    )
+    summary, cal = fit_posterior(clf, fit_cfg, train, held, calibration, checkpoint, resume)
     metrics: dict[str, Any] = {"train": {**summary, **evaluate(clf, *train, fit_cfg.samples, fit_cfg.seed)}}
     if cal is not None:
         metrics["calibration"] = {"n": len(cal.scores), "temperature": cal.temperature}

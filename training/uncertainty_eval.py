@@ -78,13 +78,18 @@ def measure(
     clf.temperature = 1.0
     row: dict[str, Any] = {"temperature": temperature}
     preds: dict[str, Predictive] = {}
+    # Served probabilities: calibrated on the base classes (the calibrated set); raw on the new classes,
+    # a different class set, which the server scores without the temperature (app/decision.py).
     for split, names, (f, y) in (("new", new_names, feats.new), ("base", base_names, feats.base)):
         clf.set_classes(names)
         logits = predict_logits(clf, f, samples, seed)
-        raw, served = evaluate_predictive(summarize(logits), y), evaluate_predictive(summarize(logits / temperature), y)
+        served_t = temperature if split == "base" else 1.0
+        raw, scaled = evaluate_predictive(summarize(logits), y), evaluate_predictive(summarize(logits / temperature), y)
+        served = scaled if split == "base" else raw
         row.update({f"{split}_{k}": v for k, v in served.items() if k != "n"})
         row.update({f"{split}_{k}_raw": raw[k] for k in ("accuracy", "ece", "nll")})
-        preds[split] = summarize(logits / temperature)
+        row.update({f"{split}_{k}_scaled": scaled[k] for k in ("ece", "nll")})
+        preds[split] = summarize(logits / served_t)
     known, base_y = preds["base"], feats.base[1]
     # unknown images scored against the base classes only (clf is on the base classes now)
     unknown = summarize(predict_logits(clf, feats.new[0], samples, seed) / temperature)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -11,9 +13,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import Metrics
 
+access_log = logging.getLogger("vpt.access")
+
 
 class RequestMetrics:
-    """Count and time every HTTP request by route template (not raw path) and status."""
+    """Count and time every HTTP request by route template (not raw path) and status, and log one
+    structured line per request (method, path, status, latency, request id). The id is the
+    client's X-Request-ID when it sends a short one, else a new one, and is echoed in the answer."""
 
     MAX_CACHED = 1024  # label sets whose children are kept (methods and statuses are client-chosen)
 
@@ -28,11 +34,14 @@ class RequestMetrics:
             return
         started = time.perf_counter()
         status = 500
+        given = dict(scope.get("headers", ())).get(b"x-request-id", b"")
+        request_id = given.decode("latin-1") if 0 < len(given) <= 64 and given.isascii() else uuid.uuid4().hex
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
         try:
@@ -46,8 +55,25 @@ class RequestMetrics:
                 children = (self.metrics.requests.labels(*labels), self.metrics.latency.labels(*labels))
                 if len(self._children) < self.MAX_CACHED:
                     self._children[labels] = children
+            elapsed = time.perf_counter() - started
             children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            children[1].observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %d %.1fms id=%s",
+                    scope["method"],
+                    scope.get("path", ""),
+                    status,
+                    1000 * elapsed,
+                    request_id,
+                    extra={
+                        "method": scope["method"],
+                        "path": scope.get("path", ""),
+                        "status": status,
+                        "latency_ms": 1000 * elapsed,
+                        "request_id": request_id,
+                    },
+                )
 
 
 class BodySizeLimit:

@@ -31,6 +31,7 @@ class Prediction:
     mutual_information: float
     energy: float  # E_m[-logsumexp_c logits_m] on calibrated logits
     samples: int  # prompts averaged (1 for the deterministic variants)
+    calibrated: bool = False  # scored at the calibrated temperature (the registered classes are the calibrated ones)
 
 
 @runtime_checkable

@@ -169,3 +169,15 @@ def test_request_timeout_answers_503(tmp_path):
 
     r = asyncio.run(main())
     assert_error(r, 503, "retry")
+
+
+def test_every_request_is_logged_once_with_its_id(client, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="vpt.access"):
+        r = client.get("/livez", headers={"X-Request-ID": "abc-123"})
+        client.get("/nope")
+    assert r.headers["x-request-id"] == "abc-123"
+    lines = [rec for rec in caplog.records if rec.name == "vpt.access"]
+    assert [(rec.method, rec.path, rec.status) for rec in lines] == [("GET", "/livez", 200), ("GET", "/nope", 404)]
+    assert lines[0].request_id == "abc-123" and len(lines[1].request_id) == 32 and lines[0].latency_ms >= 0

@@ -1,4 +1,6 @@
-"""GET /metrics: Prometheus text from a plain route (a mounted ASGI app would redirect /metrics)."""
+"""GET /metrics: Prometheus text from a plain route (a mounted ASGI app would redirect /metrics).
+
+Gauges are kept current by their owners (the batcher writes the queue depth); this only renders."""
 
 from __future__ import annotations
 
@@ -11,6 +13,4 @@ router = APIRouter(tags=["metrics"])
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    service = request.app.state.service
-    service.metrics.queue_depth.set(service.batcher.depth)
-    return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+    return Response(request.app.state.service.metrics.render(), media_type=CONTENT_TYPE)
