@@ -90,6 +90,7 @@ def measure(
         row.update({f"{split}_{k}_raw": raw[k] for k in ("accuracy", "ece", "nll")})
         row.update({f"{split}_{k}_scaled": scaled[k] for k in ("ece", "nll")})
         preds[split] = summarize(logits / served_t)
+        preds[f"{split}_raw"] = summarize(logits)
     known, base_y = preds["base"], feats.base[1]
     # unknown images scored against the base classes only (clf is on the base classes now)
     unknown = summarize(predict_logits(clf, feats.new[0], samples, seed) / temperature)
@@ -120,7 +121,7 @@ def measure(
             for a in ALPHAS
         }
     curves["reliability"] = {
-        "raw": _confidence(summarize(predict_logits(clf, feats.base[0], samples, seed)), base_y),
+        "raw": _confidence(preds["base_raw"], base_y),
         "calibrated": _confidence(known, base_y),
     }
     row.update(sigma_stats(clf, feats.base[0]))
