@@ -43,14 +43,14 @@ class NotReadyError(Exception):
 class InvalidRequestError(Exception):
     """A request the service refuses with a message written here (safe to show the client)."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
+
+class ClassLimitError(InvalidRequestError):
+    """Registering would exceed the configured number of classes."""
 
 
 class ClassNotFoundError(InvalidRequestError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"class {_show(name)} is not registered (GET /classes lists them)", 404)
+        super().__init__(f"class {_show(name)} is not registered (GET /classes lists them)")
 
 
 def _show(name: str) -> str:
@@ -307,10 +307,9 @@ class Service:
             current = set(engine.classnames)
             new = [n for n in wanted if n not in current]
             if len(current) + len(new) > self.settings.max_classes:
-                raise InvalidRequestError(
+                raise ClassLimitError(
                     f"registering {len(new)} more classes would exceed the limit of {self.settings.max_classes}; "
-                    "delete some first",
-                    409,
+                    "delete some first"
                 )
             if new:
                 await self.batcher.run_exclusive(self._add_now, new)

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS, help="elbo (paper) or iwae")
     p.add_argument("--kl-reduction", default=d.kl_reduction, choices=("mean", "sum"), help="KL over dimensions")
     p.add_argument("--log-var-init", type=float, default=None, help="initial log sigma^2 (default: the learner's)")
+    p.add_argument("--log-var-lr-scale", type=float, default=d.log_var_lr_scale, help="lr multiplier of log sigma^2")
     p.add_argument("--out", type=Path, default=Path("runs/base2new"), help="folder for the tables and plots")
     add_backbone_args(p, default_backbone=None)
     return p
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         beta=args.beta,
         estimator=args.estimator,
         kl_reduction=args.kl_reduction,
+        log_var_lr_scale=args.log_var_lr_scale,
     )
     learner = {} if args.log_var_init is None else {"log_var_init": args.log_var_init}
     cfg = Base2NewConfig(tuple(args.methods), tuple(pick["seeds"]), args.shots, fit_cfg, pick["eval_samples"], learner)

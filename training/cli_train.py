@@ -26,6 +26,7 @@ FIT_HELP = {
     "kl_reduction": "KL over the W dimensions: mean (official code) or sum",
     "warmup_epochs": "epochs at the constant warm-up rate",
     "seed": "seed of the few-shot draw, the initialisation and the noise",
+    "log_var_lr_scale": "learning-rate multiplier of the posterior's log-variance (its gradient is scaled by sigma)",
 }
 LEARNER_HELP = {
     "variant": "zeroshot, coop, cocoop, vpt (one global Gaussian) or vpt-cond (image-conditioned, the paper's)",

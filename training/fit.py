@@ -35,6 +35,7 @@ class FitConfig:
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
     seed: int = 1
+    log_var_lr_scale: float = 1.0  # learning-rate multiplier of the posterior's log-variance parameters
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,13 +64,19 @@ def fit(
 ) -> dict[str, float]:
     """Train the learner in place; returns the last epoch's mean loss parts and training accuracy."""
     device = clf.backbone.device
-    params = [p for p in clf.learner.parameters() if p.requires_grad]
-    if not params:
+    named = [(n, p) for n, p in clf.learner.named_parameters() if p.requires_grad]
+    if not named:
         log.info("variant %s has nothing to learn; skipping training", clf.learner.cfg.variant)
         return {}
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # The gradient reaching log sigma^2 is scaled by sigma (~0.01 at the default init), so the spread
+    # barely moves at the context's rate; log_var_lr_scale lets it learn at its own rate.
+    spread = [p for n, p in named if n.startswith("log_var")]
+    groups = [{"params": [p for n, p in named if not n.startswith("log_var")], "lr_scale": 1.0}]
+    if spread:
+        groups.append({"params": spread, "lr_scale": cfg.log_var_lr_scale})
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start = 0
     if resume and checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
@@ -82,7 +89,7 @@ def fit(
     summary: dict[str, float] = {}
     for epoch in range(start, cfg.epochs):
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, epoch)
+            group["lr"] = lr_at(cfg, epoch) * group["lr_scale"]
         clf.train()
         order = torch.randperm(len(features), generator=gen).to(device)
         totals = {"loss": 0.0, "correct": 0.0, "seen": 0}

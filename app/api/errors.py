@@ -19,7 +19,7 @@ from app.config import Settings
 from app.engine.errors import EngineError, InvalidClassNameError, InvalidSamplesError, NoClassesError
 from app.images import CorruptImageError, EmptyImageError, ImageTooLargeError, NotAnImageError
 from app.registry import RegistryError
-from app.service import InvalidRequestError, NotReadyError
+from app.service import ClassLimitError, ClassNotFoundError, InvalidRequestError, NotReadyError
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,13 @@ def error_response(
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
+# Refusals whose message the service composed for the client: type -> status.
+REQUEST_ERRORS: dict[type[InvalidRequestError], int] = {ClassNotFoundError: 404, ClassLimitError: 409}
+
+
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidRequestError):
-        return error_response(exc.status, str(exc))
+        return error_response(REQUEST_ERRORS.get(type(exc), 422), str(exc))
     status, message, retry = _lookup(exc)
     settings: Settings = request.app.state.settings
     message = message.format(max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels)

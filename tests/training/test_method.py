@@ -84,3 +84,23 @@ def test_fit_moves_every_learned_tensor(tiny_backbone, variant):
     fit(clf, feats, labels, FitConfig(epochs=2, lr=0.05, batch_size=4, samples=2, warmup_epochs=0))
     unchanged = [k for k, v in clf.learner.state_dict().items() if torch.equal(v, before[k])]
     assert unchanged == []
+
+
+def test_log_var_lr_scale_lets_the_spread_learn(tiny_backbone):
+    """At sigma 0.01 the gradient reaching log sigma^2 is tiny; a larger rate for it moves it further."""
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(len(NAMES)).repeat_interleave(4)
+    feats = torch.nn.functional.normalize(torch.randn(len(labels), tiny_backbone.identity.embed_dim, generator=g), -1)
+    moved = {}
+    for scale in (1.0, 100.0):
+        torch.manual_seed(0)
+        clf = PromptClassifier.create(tiny_backbone, LearnerConfig("vpt"), NAMES)
+        start = clf.learner.log_var.detach().clone()
+        fit(
+            clf,
+            feats,
+            labels,
+            FitConfig(epochs=2, lr=0.05, batch_size=4, samples=2, warmup_epochs=0, log_var_lr_scale=scale),
+        )
+        moved[scale] = float((clf.learner.log_var.detach() - start).abs().mean())
+    assert moved[100.0] > 10 * moved[1.0] > 0
