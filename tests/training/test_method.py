@@ -92,7 +92,7 @@ def test_log_var_lr_scale_lets_the_spread_learn(tiny_backbone):
     labels = torch.arange(len(NAMES)).repeat_interleave(4)
     feats = torch.nn.functional.normalize(torch.randn(len(labels), tiny_backbone.identity.embed_dim, generator=g), -1)
     moved = {}
-    for scale in (1.0, 100.0):
+    for scale in (1.0, 30.0):
         torch.manual_seed(0)
         clf = PromptClassifier.create(tiny_backbone, LearnerConfig("vpt"), NAMES)
         start = clf.learner.log_var.detach().clone()
@@ -103,4 +103,4 @@ def test_log_var_lr_scale_lets_the_spread_learn(tiny_backbone):
             FitConfig(epochs=2, lr=0.05, batch_size=4, samples=2, warmup_epochs=0, log_var_lr_scale=scale),
         )
         moved[scale] = float((clf.learner.log_var.detach() - start).abs().mean())
-    assert moved[100.0] > 10 * moved[1.0] > 0
+    assert moved[30.0] > 10 * moved[1.0] > 0
