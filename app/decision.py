@@ -1,13 +1,13 @@
 """From a prediction to what a user acts on: a prediction set at 1 - alpha and an unknown flag.
 
-A calibration (training/calibration.py) is one bundle, temperature + conformal scores + unknown
-threshold, valid for the class set it was fitted on. While exactly those classes are registered
-(`calibrated: true`) the probabilities are temperature-scaled, the set is split-conformal
+A calibration (training/calibration.py) brings a temperature (applied by the engine to every
+class), the split-conformal scores of held-out images and the unknown rule. The set's guarantee
 (it holds the true class with probability >= 1 - alpha for images like the calibration images)
-and the unknown flag fires at the calibrated false-alarm rate. With any other class set (or no
-calibration) the engine serves the raw probabilities, the set is the most probable classes
-until their mass reaches 1 - alpha (no guarantee), and the unknown flag uses the service's
-configured fallback measure and threshold. `vpt-calibrate` refits the bundle for a new class set.
+and the unknown flag's false-alarm rate hold while the registered classes are exactly the
+calibrated ones: `calibrated: true`. With another class set the same threshold and rule are
+used as the best estimate, without the guarantee (`calibrated: false`); `vpt-calibrate` refits
+them for the new set. Without any calibration the set is the most probable classes until their
+mass reaches 1 - alpha, and the unknown flag uses the service's configured fallback rule.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from app.engine.results import Prediction
-from training.calibration import Calibration, prediction_sets, unknown_scores
+from training.calibration import Calibration, prediction_sets, served_unknown_score
 from training.uncertainty import Predictive
 
 
@@ -51,7 +51,7 @@ def decide(pred: Prediction, calibration: Calibration | None, alpha: float, fall
     """The set and the flag for one prediction whose classes are sorted, most probable first."""
     probs = torch.tensor([[c.probability for c in pred.classes]], dtype=torch.float64)
     calibrated = pred.calibrated and calibration is not None
-    if calibrated:
+    if calibration is not None and calibration.scores:
         method, threshold = calibration.method, calibration.threshold(alpha)
     else:
         method, threshold = "aps", 1.0 - alpha
@@ -65,6 +65,6 @@ def decide(pred: Prediction, calibration: Calibration | None, alpha: float, fall
         torch.tensor([pred.mutual_information]),
         torch.tensor([pred.energy]),
     )
-    measure, limit = unknown_rule(calibration if calibrated else None, fallback)
-    score = float(unknown_scores(as_predictive)[measure][0])
+    measure, limit = unknown_rule(calibration, fallback)
+    score = float(served_unknown_score(as_predictive, calibration, measure)[0])
     return Decision(labels, alpha, calibrated, score > limit, score, measure, limit)

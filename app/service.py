@@ -174,9 +174,7 @@ class Service:
         return self.engine
 
     def _unknown_rule(self) -> tuple[str, float]:
-        engine = self.engine
-        calibrated = engine is not None and is_calibrated_for(engine.calibration, engine.classnames)
-        return unknown_rule(engine.calibration if calibrated else None, self._fallback)
+        return unknown_rule(self.engine.calibration if self.engine is not None else None, self._fallback)
 
     def model_info(self) -> dict[str, Any]:
         engine = self._require_engine()

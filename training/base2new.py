@@ -27,7 +27,6 @@ from training.uncertainty_eval import Features, measure, offworld_images
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Base2NewConfig:
     methods: tuple[str, ...] = VARIANTS

@@ -24,9 +24,13 @@ import torch
 from training.uncertainty import Predictive, summarize
 
 CONFORMAL_METHODS = ("aps", "lac")
-UNKNOWN_SCORES = ("max_probability", "entropy", "mutual_information", "energy")
+COMBINED = "energy+entropy"  # max of the two scores' percentile ranks among known held-out images
+COMBINED_PARTS = ("energy", "entropy")
+UNKNOWN_SCORES = ("max_probability", "entropy", "mutual_information", "energy", COMBINED)
 DEFAULT_METHOD = "lac"
-DEFAULT_UNKNOWN_SCORE = "energy"  # best separation of unseen classes on the shapes world (docs/results)
+# Energy separates images of unseen classes best, entropy blank / noise inputs (whose logits are
+# high for many classes at once, so their energy looks *more* known): docs/results/uncertainty.md.
+DEFAULT_UNKNOWN_SCORE = COMBINED
 DEFAULT_FALSE_ALARM = 0.05
 _LOG_T_RANGE = (math.log(0.02), math.log(50.0))
 
@@ -115,6 +119,21 @@ def unknown_scores(pred: Predictive) -> dict[str, torch.Tensor]:
     }
 
 
+def served_unknown_score(pred: Predictive, calibration: Calibration | None, measure: str) -> torch.Tensor:
+    """The score the unknown flag thresholds [N]. COMBINED: the larger of the percentile ranks of
+    energy and entropy among the known held-out images (so each part can raise the flag)."""
+    scores = unknown_scores(pred)
+    if measure != COMBINED:
+        return scores[measure]
+    if calibration is None or not calibration.reference:
+        raise ValueError(f"the {COMBINED} score needs a calibration with reference scores")
+    ranks = []
+    for part in COMBINED_PARTS:
+        ref = torch.tensor(calibration.reference[part], dtype=torch.float64)
+        ranks.append(torch.searchsorted(ref, scores[part].double().contiguous(), right=True) / len(ref))
+    return torch.stack(ranks).max(dim=0).values
+
+
 def false_alarm_threshold(known: torch.Tensor, rate: float) -> float:
     """The score above which a fraction `rate` of known images lies (so they would be flagged)."""
     if not 0 < rate < 1:
@@ -134,6 +153,7 @@ class Calibration:
     unknown_threshold: float = math.inf
     false_alarm: float = DEFAULT_FALSE_ALARM
     samples: int = 1  # Monte Carlo samples used on the held-out images
+    reference: dict[str, list[float]] = field(default_factory=dict)  # sorted held-out values of COMBINED_PARTS
 
     def threshold(self, alpha: float) -> float:
         return conformal_threshold(self.scores, alpha)
@@ -160,7 +180,7 @@ def is_calibrated_for(calibration: Calibration | None, classnames: list[str]) ->
 def decision_figures(pred: Predictive, labels: torch.Tensor, calibration: Calibration, alpha: float) -> dict:
     """Empirical coverage and mean size of the sets at alpha, and the share flagged unknown."""
     member = prediction_sets(pred.probs, calibration.threshold(alpha), calibration.method)
-    flagged = unknown_scores(pred)[calibration.unknown_score] > calibration.unknown_threshold
+    flagged = served_unknown_score(pred, calibration, calibration.unknown_score) > calibration.unknown_threshold
     return {
         "alpha": alpha,
         "set_coverage": float(member.gather(1, labels[:, None]).float().mean()),
@@ -185,15 +205,16 @@ def calibrate_logits(
         raise ValueError(f"unknown score {unknown_score!r}; use one of {', '.join(UNKNOWN_SCORES)}")
     temperature = fit_temperature(logits, labels)
     pred = summarize(logits / temperature)
-    scores = conformal_scores(pred.probs, labels, method).sort().values.tolist()
-    known = unknown_scores(pred)[unknown_score]
-    return Calibration(
+    parts = unknown_scores(pred)
+    cal = Calibration(
         temperature=temperature,
         classnames=list(classnames),
         method=method,
-        scores=scores,
+        scores=conformal_scores(pred.probs, labels, method).sort().values.tolist(),
         unknown_score=unknown_score,
-        unknown_threshold=false_alarm_threshold(known, false_alarm),
         false_alarm=false_alarm,
         samples=logits.shape[1],
+        reference={p: parts[p].double().sort().values.tolist() for p in COMBINED_PARTS},
     )
+    cal.unknown_threshold = false_alarm_threshold(served_unknown_score(pred, cal, unknown_score), false_alarm)
+    return cal

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from training.base2new import harmonic_mean  # noqa: E402
 from training.cli_common import write_json  # noqa: E402
+from training.uncertainty_eval import DETECTION_SCORES  # noqa: E402
 
 
 def _pm(stats: dict[str, float], key: str, scale: float = 100.0, digits: int = 1) -> str:
@@ -24,7 +25,7 @@ def _pm(stats: dict[str, float], key: str, scale: float = 100.0, digits: int = 1
 def markdown_table(summary: dict[str, dict[str, float]]) -> str:
     """Papers' convention: HM of the mean base and mean new accuracy. ECE before -> after the temperature."""
     head = (
-        "| method | base acc | new acc | HM | base ECE raw -> calibrated | new ECE served (with base T) | new NLL "
+        "| method | base acc | new acc | HM | base ECE raw -> calibrated | new ECE raw -> calibrated | new NLL "
         "| new AUROC(H) | new AUROC(MI) |\n|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
@@ -32,7 +33,7 @@ def markdown_table(summary: dict[str, dict[str, float]]) -> str:
         hm = harmonic_mean(s.get("base_accuracy_mean", 0.0), s.get("new_accuracy_mean", 0.0))
         rows.append(
             f"| {method} | {_pm(s, 'base_accuracy')} | {_pm(s, 'new_accuracy')} | {100 * hm:.1f} "
-            f"| {_pm(s, 'base_ece_raw')} -> {_pm(s, 'base_ece')} | {_pm(s, 'new_ece')} ({_pm(s, 'new_ece_scaled')}) "
+            f"| {_pm(s, 'base_ece_raw')} -> {_pm(s, 'base_ece')} | {_pm(s, 'new_ece_raw')} -> {_pm(s, 'new_ece')} "
             f"| {_pm(s, 'new_nll', 1, 3)} | {_pm(s, 'new_auroc_entropy', 1, 3)} "
             f"| {_pm(s, 'new_auroc_mutual_information', 1, 3)} |"
         )
@@ -54,7 +55,7 @@ def uncertainty_tables(summary: dict[str, dict[str, float]], runs: list[dict[str
             if cov
             else f"| {method} | n/a | n/a | n/a | n/a | n/a |\n"
         )
-    scores = ("max_probability", "entropy", "mutual_information", "energy", "set_size")
+    scores = DETECTION_SCORES
     det = (
         "| method | " + " | ".join(f"AUROC {n}" for n in scores) + " | false alarms (target 5%) | new images flagged "
         "| off-world flagged |\n|" + "---|" * (len(scores) + 4) + "\n"
@@ -175,9 +176,8 @@ def write_report(result: dict[str, Any], out: Path, command: str) -> Path:
     (out / "base2new.md").write_text(
         f"# Base-to-new results\n\nCommand: `{command}`\n\n{table}\n"
         "Accuracies and ECE in %, mean ± std over seeds; HM is the harmonic mean of mean base and mean new "
-        "accuracy. Base ECE raw -> calibrated: before and after the temperature fitted on held-out base images. "
-        "New ECE served: the new classes are not the calibrated class set, so the server scores them without the "
-        "temperature; in brackets what the base temperature would give them. AUROC: how well predictive "
+        "accuracy. ECE raw -> calibrated: before and after the temperature fitted on held-out base images (the "
+        "server applies it to every class, so the calibrated figures are the served ones). AUROC: how well predictive "
         "entropy (H) or mutual information (MI) flags misclassified new-class images (0.5 = no better than chance).\n\n"
         "![accuracy](accuracy.png)\n\n![reliability](reliability.png)\n"
     )

@@ -15,14 +15,21 @@ from typing import Any
 
 import torch
 
-from training.calibration import Calibration, decision_figures, prediction_sets, unknown_scores
+from training.calibration import (
+    COMBINED,
+    Calibration,
+    decision_figures,
+    prediction_sets,
+    served_unknown_score,
+    unknown_scores,
+)
 from training.classifier import PromptClassifier
 from training.evaluate import predict_logits
 from training.metrics import auroc, evaluate_predictive
 from training.uncertainty import Predictive, summarize
 
 ALPHAS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
-DETECTION_SCORES = ("max_probability", "entropy", "mutual_information", "energy", "set_size")
+DETECTION_SCORES = ("max_probability", "entropy", "mutual_information", "energy", COMBINED, "set_size")
 
 
 @dataclass
@@ -36,6 +43,7 @@ def _scores(pred: Predictive, cal: Calibration | None, alpha: float) -> dict[str
     scores = unknown_scores(pred)
     if cal is not None:
         scores["set_size"] = prediction_sets(pred.probs, cal.threshold(alpha), cal.method).sum(dim=1).double()
+        scores[COMBINED] = served_unknown_score(pred, cal, COMBINED)
     return scores
 
 
@@ -78,18 +86,15 @@ def measure(
     clf.temperature = 1.0
     row: dict[str, Any] = {"temperature": temperature}
     preds: dict[str, Predictive] = {}
-    # Served probabilities: calibrated on the base classes (the calibrated set); raw on the new classes,
-    # a different class set, which the server scores without the temperature (app/decision.py).
+    # Served probabilities: the temperature applies to every class set (the engine scales all logits);
+    # raw: what the posterior gives without it.
     for split, names, (f, y) in (("new", new_names, feats.new), ("base", base_names, feats.base)):
         clf.set_classes(names)
         logits = predict_logits(clf, f, samples, seed)
-        served_t = temperature if split == "base" else 1.0
-        raw, scaled = evaluate_predictive(summarize(logits), y), evaluate_predictive(summarize(logits / temperature), y)
-        served = scaled if split == "base" else raw
+        raw, served = evaluate_predictive(summarize(logits), y), evaluate_predictive(summarize(logits / temperature), y)
         row.update({f"{split}_{k}": v for k, v in served.items() if k != "n"})
         row.update({f"{split}_{k}_raw": raw[k] for k in ("accuracy", "ece", "nll")})
-        row.update({f"{split}_{k}_scaled": scaled[k] for k in ("ece", "nll")})
-        preds[split] = summarize(logits / served_t)
+        preds[split] = summarize(logits / temperature)
         preds[f"{split}_raw"] = summarize(logits)
     known, base_y = preds["base"], feats.base[1]
     # unknown images scored against the base classes only (clf is on the base classes now)
@@ -102,19 +107,22 @@ def measure(
         row[f"auroc_unknown_{name}"] = auroc(both, is_unknown)
         curves["roc"][name] = _roc(both, is_unknown)
     if feats.offworld is not None:
-        off = _scores(summarize(predict_logits(clf, feats.offworld, samples, seed) / temperature), cal, alpha)
+        off_logits = predict_logits(clf, feats.offworld, samples, seed) / temperature
+        off = _scores(summarize(off_logits), cal, alpha)
         is_off = torch.cat([torch.zeros(len(base_y)), torch.ones(len(feats.offworld))])
         for name in off:
             row[f"auroc_offworld_{name}"] = auroc(torch.cat([scores_known[name].double(), off[name].double()]), is_off)
         if cal is not None:
-            flagged = off[cal.unknown_score] > cal.unknown_threshold
+            flagged = served_unknown_score(summarize(off_logits), cal, cal.unknown_score) > cal.unknown_threshold
             row["offworld_flagged"] = float(flagged.float().mean())
     row["mi_known"] = float(known.mutual_information.mean())
     row["mi_unknown"] = float(unknown.mutual_information.mean())
     if cal is not None:
         row.update({f"base_{k}": v for k, v in decision_figures(known, base_y, cal, alpha).items()})
         row["false_alarm"] = row.pop("base_unknown_rate")
-        row["unknown_detected"] = float((scores_new[cal.unknown_score] > cal.unknown_threshold).float().mean())
+        row["unknown_detected"] = float(
+            (served_unknown_score(unknown, cal, cal.unknown_score) > cal.unknown_threshold).float().mean()
+        )
         row["topk_size_same_coverage"] = topk_size_for(known, base_y, row["base_set_coverage"])
         curves["coverage"] = {
             str(a): decision_figures(known, base_y, cal, a) | {"topk": topk_size_for(known, base_y, 1 - a)}

@@ -23,7 +23,6 @@ from training.artifact import load_posterior
 from training.backbone import Backbone, autocast, load_backbone
 from training.calibration import Calibration, is_calibrated_for
 from training.learners import LearnerConfig, PromptLearner, build_learner
-from training.scoring import Scorer
 from training.text_passes import TextPasses
 from training.text_tower import ClassTokens, PromptError, TextTower, prompt_text
 from training.uncertainty import summarize
@@ -70,11 +69,11 @@ class Engine:
         self.device = backbone.device
         self.tower = TextTower(backbone.model, backbone.tokenizer)
         self.passes = TextPasses(self.tower, chunk, text_mode)
-        # Temperature, conformal scores and unknown threshold: one bundle, valid for the class set it was
-        # fitted on. While other classes are registered the raw logits are served (calibrated=False).
+        # Temperature (applied to every class), conformal scores and unknown threshold; the guarantees
+        # hold while the registered classes are the calibrated ones (Prediction.calibrated).
         self.calibration = calibration
-        self._scorers = {False: backbone.scorer(), True: backbone.scorer(calibration.temperature if calibration else 1)}
-        self.scorer = self._scorers[False]
+        self.scorer = backbone.scorer(calibration.temperature if calibration else 1.0)
+        self._calibrated = False  # the registered classes are the calibrated ones
         # The noise bank: drawn once, so answers are reproducible and batch-independent.
         self.noise = draw_noise(max_samples, ident.text_width, seed, self.device) if self.cfg.stochastic else None
         self.cache = ClassCache(self.passes, None if self.cfg.per_image else self._shared_contexts())
@@ -188,35 +187,36 @@ class Engine:
         if bad:
             raise InvalidSamplesError(f"samples must be in 1..{self.max_samples}; got {bad[0]!r}")
         with self._swap_lock:
-            classes, scorer = self._classes, self.scorer
+            classes, calibrated = self._classes, self._calibrated
         if not len(classes):
             raise NoClassesError("no classes are registered")
-        return self._predict(classes, scorer, images, samples)
+        return self._predict(classes, images, samples, calibrated)
 
     @torch.inference_mode()
     def warmup(self) -> None:
         """One full prediction on a blank image, against the registered classes or a stand-in."""
         start = time.perf_counter()
         with self._swap_lock:
-            classes, scorer = self._classes, self.scorer
+            classes = self._classes
         if not len(classes):
             with autocast(self.device):
                 classes = self.cache.build(self._tokens(["warm-up"]))
         blank = self.preprocess(Image.new("RGB", (224, 224), (128, 128, 128)))[None]
-        self._predict(classes, scorer, blank, [self.max_samples])
+        self._predict(classes, blank, [self.max_samples], False)
         log.info("warm-up done in %.2f s", time.perf_counter() - start)
 
     @torch.inference_mode()
-    def _predict(self, classes: ClassSet, scorer: Scorer, images: torch.Tensor, samples: list[int]) -> list[Prediction]:
+    def _predict(
+        self, classes: ClassSet, images: torch.Tensor, samples: list[int], calibrated: bool
+    ) -> list[Prediction]:
         feats = self.backbone.encode_images(images)
         used = samples if self.cfg.stochastic else [1] * len(samples)
         if self.cfg.per_image:
             with autocast(self.device):  # text passes in bf16 on CUDA; similarities are reduced in fp32
-                logits = per_image_logits(self.passes, self.learner, classes, feats, used, self.noise, scorer)
+                logits = per_image_logits(self.passes, self.learner, classes, feats, used, self.noise, self.scorer)
         else:  # one fp32 matmul against the first max(m) bank entries: [B, D] x [D, m * C]
-            every = scorer.shared(feats, classes.text_t[:, : max(used)])  # a view, rows m * C apart
+            every = self.scorer.shared(feats, classes.text_t[:, : max(used)])  # a view, rows m * C apart
             logits = [every[i, :m] for i, m in enumerate(used)]
-        calibrated = self.calibration is not None and scorer is self._scorers[True]
         return self._summaries(classes.names, logits, calibrated)
 
     @staticmethod
@@ -255,10 +255,10 @@ class Engine:
         return self.tower.class_tokens(names, self.cfg.prompt_ctx, self.cfg.template)
 
     def _swap(self, classes: ClassSet) -> None:
-        """Replace the class set and, with it, the temperature that holds for it (one atomic step)."""
-        scorer = self._scorers[is_calibrated_for(self.calibration, list(classes.names))]
+        """Replace the class set and, with it, whether the calibration's guarantees hold (one atomic step)."""
+        calibrated = is_calibrated_for(self.calibration, list(classes.names))
         with self._swap_lock:
-            self._classes, self.scorer = classes, scorer
+            self._classes, self._calibrated = classes, calibrated
 
     @torch.inference_mode()
     def _shared_contexts(self) -> torch.Tensor:
