@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess uploads")
     max_image_bytes: int = Field(10 * 2**20, ge=1, description="largest upload in bytes (413 above)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest image in pixels (413 above)")
+    max_image_aspect_ratio: float = Field(
+        20.0, ge=1, description="largest long side / short side of an image (422 above; read from the header)"
+    )
     max_names_per_call: int = Field(100, ge=1, description="class names per POST /classes")
     max_classes: int = Field(10_000, ge=1, description="registered classes in all")
 

@@ -206,7 +206,8 @@ class Service:
 
     def _preprocess(self, data: bytes) -> torch.Tensor:
         assert self.engine is not None
-        return self.engine.preprocess(decode_image(data, self.settings.max_image_pixels))
+        s = self.settings
+        return self.engine.preprocess(decode_image(data, s.max_image_pixels, s.max_image_aspect_ratio))
 
     def _predict_batch(self, jobs: list[_Job]) -> list[Prediction]:
         assert self.engine is not None

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from app.batcher import BatcherClosedError, QueueFullError, RequestTimeoutError
 from app.config import Settings
 from app.engine.errors import EngineError, InvalidClassNameError, InvalidSamplesError, NoClassesError
-from app.images import CorruptImageError, EmptyImageError, ImageTooLargeError, NotAnImageError
+from app.images import CorruptImageError, EmptyImageError, ImageShapeError, ImageTooLargeError, NotAnImageError
 from app.registry import RegistryError
 from app.service import InvalidRequestError, NotReadyError
 
@@ -34,6 +34,12 @@ ERRORS: dict[type[BaseException], tuple[int, str, bool]] = {
     ImageTooLargeError: (
         413,
         "the image is too large: at most {max_image_bytes} bytes and {max_image_pixels} pixels; downscale it",
+        False,
+    ),
+    ImageShapeError: (
+        422,
+        "the image is too elongated: its long side may be at most {max_image_aspect_ratio} times its short side; "
+        "crop it",
         False,
     ),
     NoClassesError: (409, 'no classes are registered: POST /classes with {{"names": [...]}} first', False),
@@ -70,7 +76,11 @@ async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(exc.status, str(exc))
     status, message, retry = _lookup(exc)
     settings: Settings = request.app.state.settings
-    message = message.format(max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels)
+    message = message.format(
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        max_image_aspect_ratio=f"{settings.max_image_aspect_ratio:g}",
+    )
     if status >= 500 and status != 503:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     else:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
 
 from app.api.deps import ServiceDep
 from app.api.schemas import ClassifyOut, ErrorOut
 from app.images import ImageTooLargeError
+from app.service import InvalidRequestError
 
 router = APIRouter(tags=["classify"])
 
@@ -17,11 +18,14 @@ _ERRORS = {code: {"model": ErrorOut} for code in (400, 409, 413, 415, 422, 503)}
 
 @router.post("/classify", response_model=ClassifyOut, responses=_ERRORS)
 async def classify(
+    request: Request,
     service: ServiceDep,
     file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
     top_k: Annotated[int | None, Query(ge=1, description="return only the k most probable classes")] = None,
     samples: Annotated[int | None, Query(ge=1, description="Monte Carlo samples (1..max_samples)")] = None,
 ) -> dict:
+    if len((await request.form()).getlist("file")) > 1:  # the parsed form is cached: this re-reads nothing
+        raise InvalidRequestError("the request has more than one 'file' part: send exactly one image per request")
     limit = service.settings.max_image_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
