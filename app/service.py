@@ -22,6 +22,7 @@ from app.config import Settings
 from app.engine.errors import InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
+from app.names import find, name_key, normalize_name, show, unique
 from app.registry import ClassRegistry
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
-SHOWN_NAME_CHARS = 60
 
 
 class NotReadyError(Exception):
@@ -47,12 +47,7 @@ class InvalidRequestError(Exception):
 
 class ClassNotFoundError(InvalidRequestError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"class {_show(name)} is not registered (GET /classes lists them)", 404)
-
-
-def _show(name: str) -> str:
-    """A client-supplied name quoted for a message, cut to a readable length."""
-    return repr(name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS] + "...")
+        super().__init__(f"class {show(name)} is not registered (GET /classes lists them)", 404)
 
 
 @dataclass(frozen=True)
@@ -159,9 +154,9 @@ class Service:
         for name in names:
             try:
                 valid.append(self.engine.normalize_name(name))
-            except InvalidClassNameError:
-                log.warning("%s %s does not fit this model's text context; skipped", what, _show(name))
-        return list(dict.fromkeys(valid))
+            except InvalidClassNameError as exc:
+                log.warning("%s skipped: %s", what, exc)
+        return unique(valid)
 
     def _require_engine(self) -> Engine:
         if self.state != READY or self.engine is None:
@@ -245,24 +240,19 @@ class Service:
             )
         normalized = []
         for i, name in enumerate(names):
-            if not " ".join(name.split()):
-                raise InvalidRequestError(f"names[{i}] is empty or only whitespace")
             try:
                 normalized.append(engine.normalize_name(name))
-            except InvalidClassNameError:
-                raise InvalidRequestError(
-                    f"names[{i}] {_show(name)} is not a valid class name: it is too long for the model's "
-                    "text context (shorten it) or cannot be tokenised"
-                ) from None
-        return list(dict.fromkeys(normalized))
+            except InvalidClassNameError as exc:  # its message quotes the name through app.names.show
+                raise InvalidRequestError(f"names[{i}]: {exc}") from None
+        return unique(normalized)
 
     async def add_classes(self, names: Sequence[str]) -> dict[str, list[str]]:
         """Register names zero-shot; names already registered are left alone (idempotent)."""
         wanted = self._normalize_request(names)
         engine = self._require_engine()
         async with self._mutation_lock:
-            current = set(engine.classnames)
-            new = [n for n in wanted if n not in current]
+            current = {name_key(n) for n in engine.classnames}
+            new = [n for n in wanted if name_key(n) not in current]
             if len(current) + len(new) > self.settings.max_classes:
                 raise InvalidRequestError(
                     f"registering {len(new)} more classes would exceed the limit of {self.settings.max_classes}; "
@@ -285,16 +275,18 @@ class Service:
         self.metrics.classes.set(len(self.engine.classnames))
 
     async def remove_class(self, name: str) -> dict[str, Any]:
+        """Remove the class `name` names (any case or Unicode form of it); answers the name as registered."""
         engine = self._require_engine()
         try:
-            normalized = engine.normalize_name(name)
-        except InvalidClassNameError:
-            raise ClassNotFoundError(name) from None
+            normalized = normalize_name(name)
+        except InvalidClassNameError as exc:
+            raise InvalidRequestError(str(exc)) from None
         async with self._mutation_lock:
-            if normalized not in engine.classnames:
+            registered = find(normalized, engine.classnames)
+            if registered is None:
                 raise ClassNotFoundError(normalized)
-            await self.batcher.run_exclusive(self._remove_now, normalized)
-            return {"removed": normalized, "classes": list(engine.classnames)}
+            await self.batcher.run_exclusive(self._remove_now, registered)
+            return {"removed": registered, "classes": list(engine.classnames)}
 
     def _remove_now(self, name: str) -> None:
         assert self.engine is not None

@@ -43,7 +43,11 @@ ERRORS: dict[type[BaseException], tuple[int, str, bool]] = {
         False,
     ),
     NoClassesError: (409, 'no classes are registered: POST /classes with {{"names": [...]}} first', False),
-    InvalidClassNameError: (422, "a class name is invalid: it must be non-empty and fit the text context", False),
+    InvalidClassNameError: (
+        422,
+        "a class name is invalid: it must be non-empty visible text that fits the model's text context",
+        False,
+    ),
     InvalidSamplesError: (422, "samples is out of range: give 1..max_samples (GET /readyz states max_samples)", False),
     NotReadyError: (503, "the model is not ready yet (loading or failed): retry when GET /readyz answers 200", True),
     BatcherClosedError: (503, "the server is starting or shutting down: retry shortly", True),

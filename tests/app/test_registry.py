@@ -31,3 +31,11 @@ def test_unwritable_path_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(RegistryError, match="cannot open the class registry"):
         ClassRegistry(blocker / "r.sqlite")
+
+
+def test_one_class_per_identity_in_the_form_first_registered(tmp_path):
+    reg = ClassRegistry(tmp_path / "r.sqlite")
+    assert reg.add(["Red Circle", "red circle"]) == ["Red Circle"]
+    assert reg.add(["RED CIRCLE", "blue"]) == ["blue"]
+    assert reg.names() == ["Red Circle", "blue"]
+    assert reg.remove("red circle") and reg.names() == ["blue"]
