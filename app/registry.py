@@ -30,14 +30,29 @@ class RegistryError(Exception):
 
 
 class ClassRegistry:
+    """Opening refuses a file that exists but is empty or damaged: starting afresh there would
+    silently drop every registered class (and re-seed the defaults), so the operator decides."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
+            if self.path.is_file() and self.path.stat().st_size == 0:
+                raise RegistryError(
+                    f"the class registry {self.path} is an empty file, not a new registry (truncated?): "
+                    "restore it from a backup, or delete it to start with no registered classes"
+                )
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
+            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                self._conn.close()
+                raise RegistryError(
+                    f"the class registry {self.path} is damaged ({'; '.join(problems)}): "
+                    "restore it from a backup, or move it away to start with no registered classes"
+                )
             self._conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"cannot open the class registry {self.path}: {exc}") from exc

@@ -19,11 +19,11 @@ import torch
 
 from app.batcher import Batcher, BatchStats, QueueFullError
 from app.config import Settings
-from app.engine.errors import InvalidClassNameError, NoClassesError
+from app.engine.errors import EngineError, InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
 from app.names import find, name_key, normalize_name, show, unique
-from app.registry import ClassRegistry
+from app.registry import ClassRegistry, RegistryError
 
 if TYPE_CHECKING:
     from app.engine.engine import Engine, Prediction
@@ -37,6 +37,10 @@ class NotReadyError(Exception):
     """The model is loading (or failed to load); requests that need it wait for /readyz."""
 
 
+class PrepareFailedError(NotReadyError):
+    """Start-up failed for good; the message names the cause (our own text: registry or model errors)."""
+
+
 class InvalidRequestError(Exception):
     """A request the service refuses with a message written here (safe to show the client)."""
 
@@ -48,6 +52,14 @@ class InvalidRequestError(Exception):
 class ClassNotFoundError(InvalidRequestError):
     def __init__(self, name: str) -> None:
         super().__init__(f"class {show(name)} is not registered (GET /classes lists them)", 404)
+
+
+def _failure_cause(exc: Exception) -> str:
+    """What /readyz says about a failed start: our own registry and engine messages in full; for
+    anything else only its type (library exception text stays in the log)."""
+    if isinstance(exc, RegistryError | EngineError):
+        return str(exc)
+    return f"{type(exc).__name__} while loading the model"
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class Service:
         self._load_engine = load_engine
         self._initial_classes = initial_classes or self._default_initial_classes
         self.state = LOADING
+        self.failure: str | None = None  # why preparing failed, as /readyz tells it
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vpt-decode")
         self._mutation_lock = asyncio.Lock()
         self._prepare_task: asyncio.Task | None = None
@@ -117,8 +130,9 @@ class Service:
                 self.engine = await self.batcher.run_exclusive(self._load_engine)
             await self.batcher.run_exclusive(self._restore_classes)
             await self.batcher.run_exclusive(self.engine.warmup)
-        except Exception:
+        except Exception as exc:
             log.exception("the model could not be prepared; /readyz stays 503")
+            self.failure = _failure_cause(exc)
             self.state = FAILED
             return
         engine = self.engine
@@ -159,6 +173,8 @@ class Service:
         return unique(valid)
 
     def _require_engine(self) -> Engine:
+        if self.state == FAILED:
+            raise PrepareFailedError(self.failure)
         if self.state != READY or self.engine is None:
             raise NotReadyError()
         return self.engine

@@ -19,7 +19,7 @@ from app.config import Settings
 from app.engine.errors import EngineError, InvalidClassNameError, InvalidSamplesError, NoClassesError
 from app.images import CorruptImageError, EmptyImageError, ImageShapeError, ImageTooLargeError, NotAnImageError
 from app.registry import RegistryError
-from app.service import InvalidRequestError, NotReadyError
+from app.service import InvalidRequestError, NotReadyError, PrepareFailedError
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ def error_response(
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidRequestError):
         return error_response(exc.status, str(exc))
+    if isinstance(exc, PrepareFailedError):  # the cause is the service's own text (see service._failure_cause)
+        return error_response(503, f"the service failed to start and will not become ready: {exc}; fix it and restart")
     status, message, retry = _lookup(exc)
     settings: Settings = request.app.state.settings
     message = message.format(
@@ -126,5 +128,5 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(HTTPException, handle_http_error)
-    for cls in (*ERRORS, InvalidRequestError, Exception):
+    for cls in (*ERRORS, InvalidRequestError, PrepareFailedError, Exception):
         app.add_exception_handler(cls, handle_domain_error)

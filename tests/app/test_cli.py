@@ -118,3 +118,12 @@ def test_demo_settings_point_at_the_cache(tmp_path, monkeypatch):
     assert s.classes == ["a", "b"] and s.registry_path == fake.registry
     mine = cli._apply_demo(Settings(demo=True, data_dir=tmp_path, registry=tmp_path / "r.sqlite", classes="x"))
     assert mine.registry_path == tmp_path / "r.sqlite" and mine.classes == ["x"]
+
+
+def test_an_empty_registry_file_stops_the_start(tmp_path, capsys):
+    registry = tmp_path / "classes.sqlite"
+    registry.write_bytes(b"")
+    argv = ["--backbone", str(Path(__file__).resolve().parents[1] / "assets" / "tiny-clip.json"), "--weights", "none"]
+    assert cli.main([*argv, "--registry", str(registry), "--data-dir", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "empty file, not a new registry" in err and str(registry) in err

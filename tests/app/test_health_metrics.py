@@ -160,3 +160,21 @@ def test_request_timeout_answers_503(tmp_path):
 
     r = asyncio.run(main())
     assert_error(r, 503, "retry")
+
+
+def test_readyz_names_the_cause_of_a_failed_start(tmp_path, monkeypatch):
+    from app.registry import ClassRegistry, RegistryError
+
+    def broken(self):
+        raise RegistryError(f"class registry {self.path}: database disk image is malformed")
+
+    monkeypatch.setattr(ClassRegistry, "names", broken)
+    with serve(make_settings(tmp_path), engine=FakeEngine(), ready=False) as c:
+        for _ in range(200):
+            r = c.get("/readyz")
+            if "malformed" in r.text:
+                break
+            threading.Event().wait(0.01)
+        assert_error(r, 503, "failed to start", "database disk image is malformed", "restart")
+        assert "retry-after" not in r.headers  # retrying will not help
+        assert_error(c.get("/classes"), 503, "malformed")
