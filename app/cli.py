@@ -142,18 +142,21 @@ def serve(settings: Settings, engine) -> int:
     import uvicorn
 
     from app.api import create_app
+    from app.server import bind, uvicorn_config
 
-    app = create_app(settings, engine=engine)
+    config = uvicorn_config(create_app(settings, engine=engine), settings)
+    sock, port = bind(config)
     token = "required" if isinstance(settings.token, SecretStr) else "not required"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.info(
         "serving %s on http://%s:%d (registry %s; token %s)",
         engine.model_id,
-        settings.host,
-        settings.port,
+        host,
+        port,
         settings.registry_path,
         token,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind (0: any free port)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="largest request line + headers in bytes (400 and the connection closed above)"
+    )
+    request_read_timeout_s: float = Field(
+        30.0, gt=0, description="a request (headers and body) must arrive within this time of its first byte"
+    )
+    keep_alive_timeout_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this time")
 
     # monitoring
     uncertainty_measure: Literal["mutual_information", "entropy"] = Field(

@@ -72,6 +72,8 @@ def error_response(
     headers = dict(headers or {})
     if retry:
         headers["Retry-After"] = RETRY_AFTER_S
+    if status >= 500 and status != 503:
+        headers["Connection"] = "close"  # the server drops the connection after an error: say so (pipelining)
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 

@@ -148,6 +148,7 @@ def test_engine_failure_gives_fixed_message_not_exception_text(make_client):
         with make_client(engine=_FailingEngine(exc), classes=NAMES) as c:
             r = post_image(c, image_bytes())
             assert r.status_code == 500
+            assert r.headers["connection"] == "close"  # a pipelined follow-up must not be sent on this connection
             assert "secret" not in r.text and "log" in r.json()["detail"]
             assert c.get("/livez").status_code == 200  # the batcher survives
 
