@@ -39,8 +39,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, description="images per forward pass")
     max_queue_delay_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill up")
     max_queue: int = Field(256, ge=1, description="requests waiting for the model; more answer 503")
-    request_timeout_s: float = Field(30.0, gt=0, description="longest wait for an answer before 503")
+    request_timeout_s: float = Field(30.0, gt=0, description="longest time to answer, decoding included (503 after)")
     decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess uploads")
+    max_decode_queue: int = Field(
+        16, ge=0, description="uploads waiting for a decode thread; more answer 503 before any decoding"
+    )
     max_image_bytes: int = Field(10 * 2**20, ge=1, description="largest upload in bytes (413 above)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest image in pixels (413 above)")
     max_image_aspect_ratio: float = Field(

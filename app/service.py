@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from app.batcher import Batcher, BatchStats, QueueFullError
+from app.batcher import Batcher, BatcherClosedError, BatchStats, QueueFullError, RequestTimeoutError
 from app.config import Settings
 from app.engine.errors import EngineError, InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
@@ -89,6 +91,8 @@ class Service:
         self.state = LOADING
         self.failure: str | None = None  # why preparing failed, as /readyz tells it
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vpt-decode")
+        self._decode_count_lock = threading.Lock()
+        self._decoding = 0  # uploads decoding or waiting for a decode thread
         self._mutation_lock = asyncio.Lock()
         self._prepare_task: asyncio.Task | None = None
         self.batcher: Batcher[_Job, Prediction] = Batcher(
@@ -195,10 +199,13 @@ class Service:
             raise NoClassesError("no classes registered")
         if len(data) > self.settings.max_image_bytes:
             raise ImageTooLargeError()
-        loop = asyncio.get_running_loop()
-        image = await loop.run_in_executor(self._decode_pool, self._preprocess, data)
+        deadline = time.monotonic() + self.settings.request_timeout_s  # covers decoding and the model
         try:
-            prediction = await self.batcher.submit(_Job(image, samples), self.settings.request_timeout_s)
+            image = await asyncio.wait_for(self._decode(data), self.settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError() from None
+        try:
+            prediction = await self.batcher.submit(_Job(image, samples), max(deadline - time.monotonic(), 0.001))
         except QueueFullError:
             self.metrics.queue_rejected.inc()
             raise
@@ -214,6 +221,26 @@ class Service:
             "samples": prediction.samples,
             "model": self.model_info(),
         }
+
+    async def _decode(self, data: bytes) -> torch.Tensor:
+        """Decode + preprocess on the pool; admitted only while fewer than decode_threads + max_decode_queue
+        uploads are decoding or waiting to (QueueFullError, a 503, otherwise: bounded CPU and memory)."""
+        with self._decode_count_lock:
+            if self._decoding >= self.settings.decode_threads + self.settings.max_decode_queue:
+                self.metrics.queue_rejected.inc()
+                raise QueueFullError()
+            self._decoding += 1
+        try:
+            work = self._decode_pool.submit(self._preprocess, data)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._decode_finished(None)
+            raise BatcherClosedError() from None
+        work.add_done_callback(self._decode_finished)  # counted until the thread is done, even if the caller left
+        return await asyncio.wrap_future(work)
+
+    def _decode_finished(self, _work: object) -> None:
+        with self._decode_count_lock:
+            self._decoding -= 1
 
     def _preprocess(self, data: bytes) -> torch.Tensor:
         assert self.engine is not None
