@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from app.api.errors import ERRORS, install_error_handlers
-from app.api.middleware import BodySizeLimit, RequestMetrics
+from app.api.middleware import BodySizeLimit, MethodsMiddleware, RequestMetrics, SecurityHeaders
 from app.api.routes import classes, classify, health, metrics
 from app.config import Settings
 from app.images import ImageTooLargeError
@@ -58,11 +58,36 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for router in (classify.router, classes.router, health.router, metrics.router, web_router):
+    routers = (classify.router, classes.router, health.router, metrics.router, web_router)
+    for router in routers:
         app.include_router(router)
     too_large = ERRORS[ImageTooLargeError][1].format(
         max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels
     )
+    routes = [route for router in (app.router, *routers) for route in router.routes if getattr(route, "methods", None)]
+    app.add_middleware(MethodsMiddleware, routes=routes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes + MULTIPART_OVERHEAD, detail=too_large)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, metrics=metrics_)  # outermost: also counts 413s from the limit
+    _document_limits(app, settings)
     return app
+
+
+def _document_limits(app: FastAPI, settings: Settings) -> None:
+    """Put the limits that come from settings into the OpenAPI schema (FastAPI only knows the static ones)."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            names = schema["components"]["schemas"]["NamesIn"]["properties"]["names"]
+            names["maxItems"] = settings.max_names_per_call
+            for param in schema["paths"]["/classify"]["post"]["parameters"]:
+                if param["name"] == "samples":
+                    for branch in param["schema"].get("anyOf", [param["schema"]]):
+                        if branch.get("type") == "integer":
+                            branch["maximum"] = settings.max_samples
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -117,8 +117,10 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
         where = _where(tuple(err.get("loc", ())))
         if err.get("type") == "missing":
             problems.append(f"{where} is required")
+        elif err.get("type") == "json_invalid":
+            problems.append("the request body is not valid JSON (UTF-8)")
         else:
-            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+            problems.append(f"{where}: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
     hint = ""
     if request.url.path == "/classify":
         hint = " (send the image as multipart/form-data field 'file'; query: top_k, samples)"

@@ -42,7 +42,7 @@ def test_names_are_normalised(client):
 
 def test_name_validation_is_422_with_message(make_client):
     with make_client(max_names_per_call=3) as c:
-        assert_error(c.post("/classes", json={"names": []}), 422, "at least one")
+        assert_error(c.post("/classes", json={"names": []}), 422, "at least 1 item")
         assert_error(c.post("/classes", json={"names": ["ok", "   "]}), 422, "names[1]", "empty")
         assert_error(c.post("/classes", json={"names": ["x" * (MAX_NAME_CHARS + 1)]}), 422, "names[0]", "too long")
         assert_error(c.post("/classes", json={"names": ["a", "b", "c", "d"]}), 422, "at most 3")

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import Authorized, ServiceDep
+from app.api.deps import Authorized, ServiceDep, TokenFirstRoute
 from app.api.schemas import AddedOut, ClassesOut, ErrorOut, NamesIn, RemovedOut
 
-router = APIRouter(prefix="/classes", tags=["classes"])
+router = APIRouter(prefix="/classes", tags=["classes"], route_class=TokenFirstRoute)
 
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 409, 422, 503)}
+_ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 409, 422, 503)}
 
 
 @router.get("", response_model=ClassesOut, responses={503: {"model": ErrorOut}})
