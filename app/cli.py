@@ -42,10 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(_flag(name), action="store_true", help=help_text)
             continue
         choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
-        if name == "classes":
-            help_text = help_text.replace("classes to register", "comma-separated classes to register")
         if name == "token" and default is None:
-            help_text = help_text.replace("default None", "default none; prefer the env var")
+            help_text = help_text.replace("default None", "default none; prefer --token-file or the env var")
         parser.add_argument(_flag(name), choices=choices, help=help_text, metavar=None if choices else name.upper())
     return parser
 

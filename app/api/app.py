@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.api.errors import ERRORS, install_error_handlers
 from app.api.middleware import BodySizeLimit, MethodsMiddleware, RequestMetrics, SecurityHeaders
@@ -17,6 +18,7 @@ from app.images import ImageTooLargeError
 from app.metrics import Metrics
 from app.registry import ClassRegistry
 from app.service import Service
+from app.web import docs as docs_page
 from app.web import router as web_router
 
 if TYPE_CHECKING:
@@ -55,10 +57,12 @@ def create_app(
         title="vpt",
         summary="Uncertainty-aware image classification with variational prompt tuning of CLIP",
         lifespan=lifespan,
+        docs_url=None,  # app.web.docs serves Swagger UI from this server, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
-    routers = (classify.router, classes.router, health.router, metrics.router, web_router)
+    routers = (classify.router, classes.router, health.router, metrics.router, web_router, docs_page.router)
     for router in routers:
         app.include_router(router)
     too_large = ERRORS[ImageTooLargeError][1].format(
@@ -68,6 +72,8 @@ def create_app(
     app.add_middleware(MethodsMiddleware, routes=routes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_image_bytes + MULTIPART_OVERHEAD, detail=too_large)
     app.add_middleware(SecurityHeaders)
+    if "*" not in settings.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(RequestMetrics, metrics=metrics_)  # outermost: also counts 413s from the limit
     _document_limits(app, settings)
     return app

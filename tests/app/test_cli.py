@@ -127,3 +127,31 @@ def test_an_empty_registry_file_stops_the_start(tmp_path, capsys):
     assert cli.main([*argv, "--registry", str(registry), "--data-dir", str(tmp_path), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "empty file, not a new registry" in err and str(registry) in err
+
+
+def test_token_file_instead_of_a_token_in_ps(tmp_path, monkeypatch):
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    args = vars(cli.build_parser().parse_args(["--token-file", str(secret)]))
+    assert Settings(**args).token.get_secret_value() == "s3cret"
+    monkeypatch.setenv("VPT_TOKEN_FILE", str(secret))
+    assert Settings().token.get_secret_value() == "s3cret"
+    with pytest.raises(ValueError, match="not both"):
+        Settings(token="x")
+    monkeypatch.delenv("VPT_TOKEN_FILE")
+    (tmp_path / "empty").write_text("\n")
+    for bad, words in ((tmp_path / "empty", "is empty"), (tmp_path / "missing", "cannot read")):
+        with pytest.raises(ValueError, match=words):
+            Settings(token_file=bad)
+    assert "--token-file" in cli.build_parser().format_help()
+
+
+def test_classes_with_commas_as_a_json_list(monkeypatch):
+    args = vars(cli.build_parser().parse_args(["--classes", '["red, dark", "blue"]']))
+    assert Settings(**args).classes == ["red, dark", "blue"]
+    monkeypatch.setenv("VPT_CLASSES", '["a, b", "c"]')
+    assert Settings().classes == ["a, b", "c"]
+    monkeypatch.setenv("VPT_CLASSES", "a, b")
+    assert Settings().classes == ["a", "b"]
+    with pytest.raises(ValueError, match="JSON list"):
+        Settings(classes='["unclosed"')

@@ -72,3 +72,12 @@ def test_openapi_states_the_limits_and_the_security_scheme(make_client):
 def test_every_answer_says_nosniff(client):
     for r in (client.get("/classes"), client.get("/livez"), post_image(client, b"text"), client.get("/nope")):
         assert r.headers["x-content-type-options"] == "nosniff", r.request.url
+
+
+def test_host_allow_list(make_client):
+    with make_client(allowed_hosts="localhost,127.0.0.1,testserver") as c:
+        assert c.get("/livez", headers={"host": "localhost:8000"}).status_code == 200
+        assert c.get("/classes", headers={"host": "127.0.0.1"}).status_code == 200
+        assert c.get("/classes", headers={"host": "rebound.attacker.example"}).status_code == 400
+    with make_client() as c:  # the default answers any Host (a token, or a loopback bind, guards it)
+        assert c.get("/livez", headers={"host": "anything.example"}).status_code == 200
