@@ -80,7 +80,8 @@ def create_app(
 
 
 def _document_limits(app: FastAPI, settings: Settings) -> None:
-    """Put the limits that come from settings into the OpenAPI schema (FastAPI only knows the static ones)."""
+    """Put what comes from settings into the OpenAPI schema (FastAPI only knows the static parts): the
+    limits, and the bearer scheme only when a token is set (an open server asks for none)."""
     generate = app.openapi
 
     def openapi() -> dict:
@@ -93,6 +94,11 @@ def _document_limits(app: FastAPI, settings: Settings) -> None:
                     for branch in param["schema"].get("anyOf", [param["schema"]]):
                         if branch.get("type") == "integer":
                             branch["maximum"] = settings.max_samples
+            if settings.token is None:
+                schema["components"].pop("securitySchemes", None)
+                for operations in schema["paths"].values():
+                    for operation in operations.values():
+                        operation.pop("security", None)
             app.openapi_schema = schema
         return app.openapi_schema
 
