@@ -59,10 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(_flag(name), action="store_true", help=help_text)
             continue
         choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
-        if name == "classes":
-            help_text = help_text.replace("classes to register", "comma-separated classes to register")
         if name == "token" and default is None:
-            help_text = help_text.replace("default None", "default none; prefer the env var")
+            help_text = help_text.replace("default None", "default none; prefer --token-file or the env var")
         parser.add_argument(_flag(name), choices=choices, help=help_text, metavar=None if choices else name.upper())
     return parser
 
@@ -159,18 +157,21 @@ def serve(settings: Settings, engine) -> int:
     import uvicorn
 
     from app.api import create_app
+    from app.server import bind, uvicorn_config
 
-    app = create_app(settings, engine=engine)
+    config = uvicorn_config(create_app(settings, engine=engine), settings)
+    sock, port = bind(config)
     token = "required" if isinstance(settings.token, SecretStr) else "not required"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.info(
         "serving %s on http://%s:%d (registry %s; token %s)",
         engine.model_id,
-        settings.host,
-        settings.port,
+        host,
+        port,
         settings.registry_path,
         token,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

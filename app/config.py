@@ -6,6 +6,7 @@ app/ reads os.environ. Invalid values fail at start-up with a message naming the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,17 +32,25 @@ class Settings(BaseSettings):
     seed: int = Field(0, description="seed of the engine's residual bank (answers are reproducible)")
     demo: bool = Field(False, description="build (first run) and serve the offline shapes demo model")
     classes: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="classes to register when the registry is new (default: the artifact's)"
+        default_factory=list,
+        description="classes to register when the registry is new (default: the artifact's); "
+        'comma-separated, or a JSON list for names with commas: \'["red, dark", "blue"]\'',
     )
 
     # batching and limits
     max_batch_size: int = Field(32, ge=1, description="images per forward pass")
     max_queue_delay_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill up")
     max_queue: int = Field(256, ge=1, description="requests waiting for the model; more answer 503")
-    request_timeout_s: float = Field(30.0, gt=0, description="longest wait for an answer before 503")
+    request_timeout_s: float = Field(30.0, gt=0, description="longest time to answer, decoding included (503 after)")
     decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess uploads")
+    max_decode_queue: int = Field(
+        16, ge=0, description="uploads waiting for a decode thread; more answer 503 before any decoding"
+    )
     max_image_bytes: int = Field(10 * 2**20, ge=1, description="largest upload in bytes (413 above)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest image in pixels (413 above)")
+    max_image_aspect_ratio: float = Field(
+        20.0, ge=1, description="largest long side / short side of an image (422 above; read from the header)"
+    )
     max_names_per_call: int = Field(100, ge=1, description="class names per POST /classes")
     max_classes: int = Field(10_000, ge=1, description="registered classes in all")
 
@@ -50,10 +59,25 @@ class Settings(BaseSettings):
     registry: Path | None = Field(
         None, description="SQLite file of registered classes (default DATA_DIR/classes.sqlite)"
     )
-    token: SecretStr | None = Field(None, description="bearer token required by POST/DELETE /classes")
+    token: SecretStr | None = Field(
+        None, description="bearer token required by POST/DELETE /classes (a --token flag shows in ps: prefer the file)"
+    )
+    token_file: Path | None = Field(None, description="file holding the bearer token (instead of --token)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"],
+        description="Host header values answered, comma-separated (e.g. 'localhost,127.0.0.1'; '*.example.com'); "
+        "others get 400: set it when no token is set, against DNS rebinding",
+    )
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind (0: any free port)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="largest request line + headers in bytes (400 and the connection closed above)"
+    )
+    request_read_timeout_s: float = Field(
+        30.0, gt=0, description="a request (headers and body) must arrive within this time of its first byte"
+    )
+    keep_alive_timeout_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this time")
 
     # actionable uncertainty
     alpha: float = Field(
@@ -66,21 +90,26 @@ class Settings(BaseSettings):
         1.5, description="unknown threshold for a posterior without calibration (nats for entropy / MI)"
     )
 
-    @field_validator("classes", mode="before")
+    @field_validator("classes", "allowed_hosts", mode="before")
     @classmethod
-    def _split_classes(cls, value: object) -> object:
-        """Accept a comma-separated string (flag or env var) as well as a list."""
+    def _split_list(cls, value: object) -> object:
+        """Accept a JSON list or a comma-separated string (flag or env var) as well as a list."""
         if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a valid JSON list: {exc}") from None
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("token", "posterior", "registry", "cache_dir", mode="before")
+    @field_validator("token", "token_file", "posterior", "registry", "cache_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         """An empty variable (as compose writes for an unset ${VAR:-}) means "not set", not the current folder."""
         return None if value == "" else value
 
-    @field_validator("data_dir", "registry", "posterior", "cache_dir", mode="after")
+    @field_validator("data_dir", "registry", "posterior", "cache_dir", "token_file", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -91,6 +120,16 @@ class Settings(BaseSettings):
             self.samples = min(self.samples, self.max_samples)
         if self.samples > self.max_samples:
             raise ValueError(f"samples ({self.samples}) must not exceed max_samples ({self.max_samples})")
+        if self.token_file is not None:
+            if self.token is not None:
+                raise ValueError("give the token once: token or token_file, not both")
+            try:
+                token = self.token_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read token_file {self.token_file}: {exc}") from None
+            if not token:
+                raise ValueError(f"token_file {self.token_file} is empty")
+            self.token = SecretStr(token)
         return self
 
     @property

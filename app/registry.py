@@ -2,7 +2,8 @@
 
 One SQLite file in WAL mode; every public call is one transaction, so a registration either
 survives a crash (kill -9 included) entirely or not at all. Names are stored already
-normalised; the order of registration is kept (it is the order of the model's classes).
+normalised, in the form first registered; two names with one app.names.name_key are one class.
+The order of registration is kept (it is the order of the model's classes).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+
+from app.names import find, name_key, unique
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS classes (
@@ -27,14 +30,29 @@ class RegistryError(Exception):
 
 
 class ClassRegistry:
+    """Opening refuses a file that exists but is empty or damaged: starting afresh there would
+    silently drop every registered class (and re-seed the defaults), so the operator decides."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
+            if self.path.is_file() and self.path.stat().st_size == 0:
+                raise RegistryError(
+                    f"the class registry {self.path} is an empty file, not a new registry (truncated?): "
+                    "restore it from a backup, or delete it to start with no registered classes"
+                )
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
+            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                self._conn.close()
+                raise RegistryError(
+                    f"the class registry {self.path} is damaged ({'; '.join(problems)}): "
+                    "restore it from a backup, or move it away to start with no registered classes"
+                )
             self._conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"cannot open the class registry {self.path}: {exc}") from exc
@@ -66,26 +84,32 @@ class ClassRegistry:
         names = list(dict.fromkeys(names))
 
         def body(conn: sqlite3.Connection) -> list[str]:
+            known = {name_key(row[0]) for row in conn.execute("SELECT name FROM classes")}
             added = []
             for name in names:
-                cur = conn.execute("INSERT OR IGNORE INTO classes (name) VALUES (?)", (name,))
-                if cur.rowcount:
-                    added.append(name)
+                if name_key(name) in known:
+                    continue
+                conn.execute("INSERT INTO classes (name) VALUES (?)", (name,))
+                known.add(name_key(name))
+                added.append(name)
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seeded', '1')")
             return added
 
         return self._transaction(body)
 
     def remove(self, name: str) -> bool:
+        """Remove the class that `name` (normalised) names, in whatever case or form it was registered."""
+
         def body(conn: sqlite3.Connection) -> bool:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seeded', '1')")
-            return conn.execute("DELETE FROM classes WHERE name = ?", (name,)).rowcount > 0
+            stored = find(name, (row[0] for row in conn.execute("SELECT name FROM classes")))
+            return stored is not None and conn.execute("DELETE FROM classes WHERE name = ?", (stored,)).rowcount > 0
 
         return self._transaction(body)
 
     def seed(self, names: Iterable[str]) -> list[str]:
         """Register `names` only if this registry was never written to (first start); returns what was added."""
-        names = list(dict.fromkeys(names))
+        names = unique(names)
 
         def body(conn: sqlite3.Connection) -> list[str]:
             if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone():

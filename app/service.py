@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from app.batcher import Batcher, BatchStats, QueueFullError
+from app.batcher import Batcher, BatcherClosedError, BatchStats, QueueFullError, RequestTimeoutError
 from app.config import Settings
 from app.decision import Decision, Fallback, decide, unknown_rule
-from app.engine.errors import InvalidClassNameError, NoClassesError
+from app.engine.errors import EngineError, InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
-from app.registry import ClassRegistry
+from app.names import find, name_key, normalize_name, show, unique
+from app.registry import ClassRegistry, RegistryError
 from training.calibration import is_calibrated_for
 
 if TYPE_CHECKING:
@@ -33,11 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
-SHOWN_NAME_CHARS = 60
 
 
 class NotReadyError(Exception):
     """The model is loading (or failed to load); requests that need it wait for /readyz."""
+
+
+class PrepareFailedError(NotReadyError):
+    """Start-up failed for good; the message names the cause (our own text: registry or model errors)."""
 
 
 class InvalidRequestError(Exception):
@@ -50,12 +56,15 @@ class ClassLimitError(InvalidRequestError):
 
 class ClassNotFoundError(InvalidRequestError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"class {_show(name)} is not registered (GET /classes lists them)")
+        super().__init__(f"class {show(name)} is not registered (GET /classes lists them)")
 
 
-def _show(name: str) -> str:
-    """A client-supplied name quoted for a message, cut to a readable length."""
-    return repr(name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS] + "...")
+def _failure_cause(exc: Exception) -> str:
+    """What /readyz says about a failed start: our own registry and engine messages in full; for
+    anything else only its type (library exception text stays in the log)."""
+    if isinstance(exc, RegistryError | EngineError):
+        return str(exc)
+    return f"{type(exc).__name__} while loading the model"
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,10 @@ class Service:
         self._load_engine = load_engine
         self._initial_classes = initial_classes or self._default_initial_classes
         self.state = LOADING
+        self.failure: str | None = None  # why preparing failed, as /readyz tells it
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vpt-decode")
+        self._decode_count_lock = threading.Lock()
+        self._decoding = 0  # uploads decoding or waiting for a decode thread
         self._mutation_lock = asyncio.Lock()
         self._prepare_task: asyncio.Task | None = None
         self.batcher: Batcher[_Job, Prediction] = Batcher(
@@ -124,8 +136,9 @@ class Service:
                 self.engine = await self.batcher.run_exclusive(self._load_engine)
             await self.batcher.run_exclusive(self._restore_classes)
             await self.batcher.run_exclusive(self.engine.warmup)
-        except Exception:
+        except Exception as exc:
             log.exception("the model could not be prepared; /readyz stays 503")
+            self.failure = _failure_cause(exc)
             self.state = FAILED
             return
         engine = self.engine
@@ -164,11 +177,13 @@ class Service:
         for name in names:
             try:
                 valid.append(self.engine.normalize_name(name))
-            except InvalidClassNameError:
-                log.warning("%s %s does not fit this model's text context; skipped", what, _show(name))
-        return list(dict.fromkeys(valid))
+            except InvalidClassNameError as exc:
+                log.warning("%s skipped: %s", what, exc)
+        return unique(valid)
 
     def _require_engine(self) -> Engine:
+        if self.state == FAILED:
+            raise PrepareFailedError(self.failure)
         if self.state != READY or self.engine is None:
             raise NotReadyError()
         return self.engine
@@ -216,10 +231,13 @@ class Service:
             raise NoClassesError("no classes registered")
         if len(data) > self.settings.max_image_bytes:
             raise ImageTooLargeError()
-        loop = asyncio.get_running_loop()
-        image = await loop.run_in_executor(self._decode_pool, self._preprocess, data)
+        deadline = time.monotonic() + self.settings.request_timeout_s  # covers decoding and the model
         try:
-            prediction = await self.batcher.submit(_Job(image, samples), self.settings.request_timeout_s)
+            image = await asyncio.wait_for(self._decode(data), self.settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError() from None
+        try:
+            prediction = await self.batcher.submit(_Job(image, samples), max(deadline - time.monotonic(), 0.001))
         except QueueFullError:
             self.metrics.queue_rejected.inc()
             raise
@@ -244,9 +262,30 @@ class Service:
             "model": self.model_info(),
         }
 
+    async def _decode(self, data: bytes) -> torch.Tensor:
+        """Decode + preprocess on the pool; admitted only while fewer than decode_threads + max_decode_queue
+        uploads are decoding or waiting to (QueueFullError, a 503, otherwise: bounded CPU and memory)."""
+        with self._decode_count_lock:
+            if self._decoding >= self.settings.decode_threads + self.settings.max_decode_queue:
+                self.metrics.queue_rejected.inc()
+                raise QueueFullError()
+            self._decoding += 1
+        try:
+            work = self._decode_pool.submit(self._preprocess, data)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._decode_finished(None)
+            raise BatcherClosedError() from None
+        work.add_done_callback(self._decode_finished)  # counted until the thread is done, even if the caller left
+        return await asyncio.wrap_future(work)
+
+    def _decode_finished(self, _work: object) -> None:
+        with self._decode_count_lock:
+            self._decoding -= 1
+
     def _preprocess(self, data: bytes) -> torch.Tensor:
         assert self.engine is not None
-        return self.engine.preprocess(decode_image(data, self.settings.max_image_pixels))
+        s = self.settings
+        return self.engine.preprocess(decode_image(data, s.max_image_pixels, s.max_image_aspect_ratio))
 
     def _predict_batch(self, jobs: list[_Job]) -> list[Prediction]:
         assert self.engine is not None
@@ -286,24 +325,19 @@ class Service:
             )
         normalized = []
         for i, name in enumerate(names):
-            if not " ".join(name.split()):
-                raise InvalidRequestError(f"names[{i}] is empty or only whitespace")
             try:
                 normalized.append(engine.normalize_name(name))
-            except InvalidClassNameError:
-                raise InvalidRequestError(
-                    f"names[{i}] {_show(name)} is not a valid class name: it is too long for the model's "
-                    "text context (shorten it) or cannot be tokenised"
-                ) from None
-        return list(dict.fromkeys(normalized))
+            except InvalidClassNameError as exc:  # its message quotes the name through app.names.show
+                raise InvalidRequestError(f"names[{i}]: {exc}") from None
+        return unique(normalized)
 
     async def add_classes(self, names: Sequence[str]) -> dict[str, list[str]]:
         """Register names zero-shot; names already registered are left alone (idempotent)."""
         wanted = self._normalize_request(names)
         engine = self._require_engine()
         async with self._mutation_lock:
-            current = set(engine.classnames)
-            new = [n for n in wanted if n not in current]
+            current = {name_key(n) for n in engine.classnames}
+            new = [n for n in wanted if name_key(n) not in current]
             if len(current) + len(new) > self.settings.max_classes:
                 raise ClassLimitError(
                     f"registering {len(new)} more classes would exceed the limit of {self.settings.max_classes}; "
@@ -325,16 +359,18 @@ class Service:
         self.metrics.classes.set(len(self.engine.classnames))
 
     async def remove_class(self, name: str) -> dict[str, Any]:
+        """Remove the class `name` names (any case or Unicode form of it); answers the name as registered."""
         engine = self._require_engine()
         try:
-            normalized = engine.normalize_name(name)
-        except InvalidClassNameError:
-            raise ClassNotFoundError(name) from None
+            normalized = normalize_name(name)
+        except InvalidClassNameError as exc:
+            raise InvalidRequestError(str(exc)) from None
         async with self._mutation_lock:
-            if normalized not in engine.classnames:
+            registered = find(normalized, engine.classnames)
+            if registered is None:
                 raise ClassNotFoundError(normalized)
-            await self.batcher.run_exclusive(self._remove_now, normalized)
-            return {"removed": normalized, "classes": list(engine.classnames)}
+            await self.batcher.run_exclusive(self._remove_now, registered)
+            return {"removed": registered, "classes": list(engine.classnames)}
 
     def _remove_now(self, name: str) -> None:
         assert self.engine is not None

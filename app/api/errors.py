@@ -17,9 +17,9 @@ from starlette.exceptions import HTTPException
 from app.batcher import BatcherClosedError, QueueFullError, RequestTimeoutError
 from app.config import Settings
 from app.engine.errors import EngineError, InvalidClassNameError, InvalidSamplesError, NoClassesError
-from app.images import CorruptImageError, EmptyImageError, ImageTooLargeError, NotAnImageError
+from app.images import CorruptImageError, EmptyImageError, ImageShapeError, ImageTooLargeError, NotAnImageError
 from app.registry import RegistryError
-from app.service import ClassLimitError, ClassNotFoundError, InvalidRequestError, NotReadyError
+from app.service import ClassLimitError, ClassNotFoundError, InvalidRequestError, NotReadyError, PrepareFailedError
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,18 @@ ERRORS: dict[type[BaseException], tuple[int, str, bool]] = {
         "the image is too large: at most {max_image_bytes} bytes and {max_image_pixels} pixels; downscale it",
         False,
     ),
+    ImageShapeError: (
+        422,
+        "the image is too elongated: its long side may be at most {max_image_aspect_ratio} times its short side; "
+        "crop it",
+        False,
+    ),
     NoClassesError: (409, 'no classes are registered: POST /classes with {{"names": [...]}} first', False),
-    InvalidClassNameError: (422, "a class name is invalid: it must be non-empty and fit the text context", False),
+    InvalidClassNameError: (
+        422,
+        "a class name is invalid: it must be non-empty visible text that fits the model's text context",
+        False,
+    ),
     InvalidSamplesError: (422, "samples is out of range: give 1..max_samples (GET /readyz states max_samples)", False),
     NotReadyError: (503, "the model is not ready yet (loading or failed): retry when GET /readyz answers 200", True),
     BatcherClosedError: (503, "the server is starting or shutting down: retry shortly", True),
@@ -62,6 +72,8 @@ def error_response(
     headers = dict(headers or {})
     if retry:
         headers["Retry-After"] = RETRY_AFTER_S
+    if status >= 500 and status != 503:
+        headers["Connection"] = "close"  # the server drops the connection after an error: say so (pipelining)
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
@@ -72,9 +84,15 @@ REQUEST_ERRORS: dict[type[InvalidRequestError], int] = {ClassNotFoundError: 404,
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidRequestError):
         return error_response(REQUEST_ERRORS.get(type(exc), 422), str(exc))
+    if isinstance(exc, PrepareFailedError):  # the cause is the service's own text (see service._failure_cause)
+        return error_response(503, f"the service failed to start and will not become ready: {exc}; fix it and restart")
     status, message, retry = _lookup(exc)
     settings: Settings = request.app.state.settings
-    message = message.format(max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels)
+    message = message.format(
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        max_image_aspect_ratio=f"{settings.max_image_aspect_ratio:g}",
+    )
     if status >= 500 and status != 503:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     else:
@@ -103,8 +121,10 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
         where = _where(tuple(err.get("loc", ())))
         if err.get("type") == "missing":
             problems.append(f"{where} is required")
+        elif err.get("type") == "json_invalid":
+            problems.append("the request body is not valid JSON (UTF-8)")
         else:
-            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+            problems.append(f"{where}: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
     hint = ""
     if request.url.path == "/classify":
         hint = " (send the image as multipart/form-data field 'file'; query: top_k, samples)"
@@ -116,5 +136,5 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(HTTPException, handle_http_error)
-    for cls in (*ERRORS, InvalidRequestError, Exception):
+    for cls in (*ERRORS, InvalidRequestError, PrepareFailedError, Exception):
         app.add_exception_handler(cls, handle_domain_error)

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request metrics and a body-size bound (no BaseHTTPMiddleware)."""
+"""Pure ASGI middleware (no BaseHTTPMiddleware): request metrics, a body-size bound, HEAD / OPTIONS /
+Allow, and the nosniff header."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import time
 import uuid
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import Metrics
@@ -105,3 +107,69 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, bounded_receive, send)
+
+
+class MethodsMiddleware:
+    """HEAD answered wherever GET is (headers only), OPTIONS answered with the methods the path
+    takes, and a 405's Allow header listing all of them (Starlette names only the first route's)."""
+
+    def __init__(self, app: ASGIApp, routes: list) -> None:
+        self.app = app
+        self.routes = routes  # every route with methods, flat (not the included routers)
+
+    def allowed(self, scope: Scope) -> list[str]:
+        methods: set[str] = set()
+        for route in self.routes:
+            if route.matches(scope)[0] != Match.NONE:
+                methods |= set(route.methods)
+        if not methods:
+            return []
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods | {"OPTIONS"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        if method == "OPTIONS":
+            allowed = self.allowed(scope)
+            if allowed:
+                await Response(status_code=204, headers={"Allow": ", ".join(allowed)})(scope, receive, send)
+                return
+        if method == "HEAD":
+            scope = {**scope, "method": "GET"}
+
+        async def send_fixed(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allowed = ", ".join(self.allowed(scope)).encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message = {**message, "headers": [*headers, (b"allow", allowed)]}
+            elif message["type"] == "http.response.body" and method == "HEAD":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app(scope, receive, send_fixed)
+
+
+class SecurityHeaders:
+    """`X-Content-Type-Options: nosniff` on every answer that does not set it (JSON must never be sniffed as HTML)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-content-type-options" for k, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

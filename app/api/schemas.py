@@ -54,7 +54,10 @@ class ClassifyOut(BaseModel):
 
 class NamesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    names: list[str] = Field(description="class names to register, e.g. ['red star', 'blue circle']")
+    names: list[str] = Field(
+        min_length=1,
+        description="class names to register, e.g. ['red star', 'blue circle'] (at most max_names_per_call)",
+    )
 
 
 class ClassesOut(BaseModel):

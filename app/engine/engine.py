@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from app import names as class_names
 from app.engine.bank import ClassCache, ClassSet, draw_noise
 from app.engine.cond import per_image_logits
 from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
@@ -119,16 +120,11 @@ class Engine:
             return list(self._classes.names)
 
     def normalize_name(self, name: str) -> str:
-        """Collapse whitespace; refuse names that are empty or whose prompt overflows the text context."""
-        if not isinstance(name, str):
-            raise InvalidClassNameError(f"class name must be a string, not {type(name).__name__}")
-        text = " ".join(name.split())
-        if not text:
-            raise InvalidClassNameError("class name is empty (or only whitespace)")
+        """app.names' display form (its rules for every name); refuse names whose prompt overflows the text context."""
+        text = class_names.normalize_name(name)
         context = self.tower.context_length
-        shown = text if len(text) <= 60 else text[:57] + "..."
         too_long = InvalidClassNameError(
-            f"class name {shown!r} is too long: its prompt must fit the text context of {context} tokens"
+            f"class name {class_names.show(text)} is too long: its prompt must fit the text context of {context} tokens"
         )
         if len(text) > 64 * context:  # cannot fit whatever the tokens; spare the tokenizer
             raise too_long

@@ -195,7 +195,7 @@
   async function removeClass(name, button) {
     button.disabled = true;
     try {
-      const out = await api(`/classes/${encodeURIComponent(name)}`, { method: "DELETE", headers: authHeaders() });
+      const out = await api(`/classes?${new URLSearchParams({ name })}`, { method: "DELETE", headers: authHeaders() });
       clearError();
       renderClasses(out.classes);
       $("classes-status").textContent = `Removed ${out.removed}.`;

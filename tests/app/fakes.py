@@ -12,6 +12,7 @@ from PIL import Image
 
 from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
 from app.engine.results import ClassScore, Prediction
+from app.names import normalize_name, show
 
 MAX_NAME_CHARS = 40  # stands in for the text context
 
@@ -41,9 +42,9 @@ class FakeEngine:
         return list(self._classes)
 
     def normalize_name(self, name: str) -> str:
-        norm = " ".join(name.split())
-        if not norm or len(norm) > MAX_NAME_CHARS:
-            raise InvalidClassNameError(f"class name {name!r} is empty or too long")
+        norm = normalize_name(name)  # the real engine delegates the same way
+        if len(norm) > MAX_NAME_CHARS:
+            raise InvalidClassNameError(f"class name {show(norm)} is too long")
         return norm
 
     def set_classes(self, names: list[str]) -> None:

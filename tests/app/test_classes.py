@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from tests.app.conftest import image_bytes, make_settings, serve
@@ -41,7 +42,7 @@ def test_names_are_normalised(client):
 
 def test_name_validation_is_422_with_message(make_client):
     with make_client(max_names_per_call=3) as c:
-        assert_error(c.post("/classes", json={"names": []}), 422, "at least one")
+        assert_error(c.post("/classes", json={"names": []}), 422, "at least 1 item")
         assert_error(c.post("/classes", json={"names": ["ok", "   "]}), 422, "names[1]", "empty")
         assert_error(c.post("/classes", json={"names": ["x" * (MAX_NAME_CHARS + 1)]}), 422, "names[0]", "too long")
         assert_error(c.post("/classes", json={"names": ["a", "b", "c", "d"]}), 422, "at most 3")
@@ -109,3 +110,35 @@ def test_classify_follows_registry_changes(client):
     client.delete("/classes/orange cross")
     labels = {c["label"] for c in post_image(client, image_bytes()).json()["classes"]}
     assert "orange cross" not in labels
+
+
+def test_case_and_unicode_variants_are_one_class(client):
+    variants = ["Pink Heart", "pink heart", "PINK HEART", "\uff50\uff49\uff4e\uff4b heart"]
+    r = client.post("/classes", json={"names": variants})
+    assert r.status_code == 200 and r.json()["added"] == ["Pink Heart"]
+    assert client.post("/classes", json={"names": ["cafe\u0301", "Caf\u00e9"]}).json()["added"] == ["caf\u00e9"]
+    assert client.post("/classes", json={"names": ["pink HEART"]}).json()["added"] == []
+    r = client.delete("/classes", params={"name": "PINK heart"})
+    assert r.status_code == 200 and r.json()["removed"] == "Pink Heart"
+
+
+def test_hostile_characters_are_422_never_500(client):
+    for bad in ("x\ud800y", "nul\x00", "\u202etxt.exe", "zero\u200bwidth"):
+        body = json.dumps({"names": [bad]})  # ASCII JSON: a lone surrogate travels as the escape \ud800
+        r = client.post("/classes", content=body, headers={"content-type": "application/json"})
+        assert_error(r, 422, "names[0]", "U+")
+    assert client.get("/classes").json()["classes"] == ["red star", "blue circle", "green square"]
+
+
+def test_every_name_that_can_be_added_can_be_deleted(client):
+    odd = ["a/b", "what?", "50% off", "x#y", "a&name=b", "/leading", "trailing/", ".."]
+    assert client.post("/classes", json={"names": odd}).json()["added"] == odd
+    for name in odd:
+        r = client.delete("/classes", params={"name": name})
+        assert r.status_code == 200 and r.json()["removed"] == name, (name, r.text)
+    assert client.get("/classes").json()["classes"] == ["red star", "blue circle", "green square"]
+    client.post("/classes", json={"names": ["a/b"]})
+    assert client.delete("/classes/a%2Fb").json()["removed"] == "a/b"  # the path form takes '/' too
+    assert_error(client.delete("/classes", params={"name": "never added"}), 404, "not registered")
+    assert_error(client.delete("/classes", params={"name": "\u202ex"}), 422, "U+202E")
+    assert_error(client.delete("/classes"), 422, "name")

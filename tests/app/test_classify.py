@@ -175,6 +175,7 @@ def test_engine_failure_gives_fixed_message_not_exception_text(make_client):
         with make_client(engine=_FailingEngine(exc), classes=NAMES) as c:
             r = post_image(c, image_bytes())
             assert r.status_code == 500
+            assert r.headers["connection"] == "close"  # a pipelined follow-up must not be sent on this connection
             assert "secret" not in r.text and "log" in r.json()["detail"]
             assert c.get("/livez").status_code == 200  # the batcher survives
 
@@ -208,3 +209,17 @@ def test_streamed_body_over_the_limit_is_413(make_client):
 
         r = c.post("/classify", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
         assert_error(r, 413, "too large")
+
+
+def test_elongated_images_are_422_naming_the_limit(client):
+    for width in (200_000, 10_000_000):
+        assert_error(post_image(client, _png_header_only(width, 1)), 422, "20 times")
+
+
+def test_truncated_png_header_is_400(client):
+    assert_error(post_image(client, image_bytes(size=(64, 64))[:40]), 400, "corrupt or truncated")
+
+
+def test_two_file_parts_are_refused(client):
+    files = [("file", ("a.png", image_bytes(), "image/png")), ("file", ("b.png", image_bytes(seed=1), "image/png"))]
+    assert_error(client.post("/classify", files=files), 422, "more than one 'file'")

@@ -118,3 +118,40 @@ def test_demo_settings_point_at_the_cache(tmp_path, monkeypatch):
     assert s.classes == ["a", "b"] and s.registry_path == fake.registry
     mine = cli._apply_demo(Settings(demo=True, data_dir=tmp_path, registry=tmp_path / "r.sqlite", classes="x"))
     assert mine.registry_path == tmp_path / "r.sqlite" and mine.classes == ["x"]
+
+
+def test_an_empty_registry_file_stops_the_start(tmp_path, capsys):
+    registry = tmp_path / "classes.sqlite"
+    registry.write_bytes(b"")
+    argv = ["--backbone", str(Path(__file__).resolve().parents[1] / "assets" / "tiny-clip.json"), "--weights", "none"]
+    assert cli.main([*argv, "--registry", str(registry), "--data-dir", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "empty file, not a new registry" in err and str(registry) in err
+
+
+def test_token_file_instead_of_a_token_in_ps(tmp_path, monkeypatch):
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    args = vars(cli.build_parser().parse_args(["--token-file", str(secret)]))
+    assert Settings(**args).token.get_secret_value() == "s3cret"
+    monkeypatch.setenv("VPT_TOKEN_FILE", str(secret))
+    assert Settings().token.get_secret_value() == "s3cret"
+    with pytest.raises(ValueError, match="not both"):
+        Settings(token="x")
+    monkeypatch.delenv("VPT_TOKEN_FILE")
+    (tmp_path / "empty").write_text("\n")
+    for bad, words in ((tmp_path / "empty", "is empty"), (tmp_path / "missing", "cannot read")):
+        with pytest.raises(ValueError, match=words):
+            Settings(token_file=bad)
+    assert "--token-file" in cli.build_parser().format_help()
+
+
+def test_classes_with_commas_as_a_json_list(monkeypatch):
+    args = vars(cli.build_parser().parse_args(["--classes", '["red, dark", "blue"]']))
+    assert Settings(**args).classes == ["red, dark", "blue"]
+    monkeypatch.setenv("VPT_CLASSES", '["a, b", "c"]')
+    assert Settings().classes == ["a, b", "c"]
+    monkeypatch.setenv("VPT_CLASSES", "a, b")
+    assert Settings().classes == ["a", "b"]
+    with pytest.raises(ValueError, match="JSON list"):
+        Settings(classes='["unclosed"')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from contextlib import asynccontextmanager
 
 import httpx
@@ -181,3 +182,67 @@ def test_every_request_is_logged_once_with_its_id(client, caplog):
     lines = [rec for rec in caplog.records if rec.name == "vpt.access"]
     assert [(rec.method, rec.path, rec.status) for rec in lines] == [("GET", "/livez", 200), ("GET", "/nope", 404)]
     assert lines[0].request_id == "abc-123" and len(lines[1].request_id) == 32 and lines[0].latency_ms >= 0
+
+
+def test_readyz_names_the_cause_of_a_failed_start(tmp_path, monkeypatch):
+    from app.registry import ClassRegistry, RegistryError
+
+    def broken(self):
+        raise RegistryError(f"class registry {self.path}: database disk image is malformed")
+
+    monkeypatch.setattr(ClassRegistry, "names", broken)
+    with serve(make_settings(tmp_path), engine=FakeEngine(), ready=False) as c:
+        for _ in range(200):
+            r = c.get("/readyz")
+            if "malformed" in r.text:
+                break
+            threading.Event().wait(0.01)
+        assert_error(r, 503, "failed to start", "database disk image is malformed", "restart")
+        assert "retry-after" not in r.headers  # retrying will not help
+        assert_error(c.get("/classes"), 503, "malformed")
+
+
+class _SlowDecodeEngine(FakeEngine):
+    """Decoding (preprocess) takes a while, as a 6000 x 6000 upload does; the model is instant."""
+
+    def __init__(self, decode_s: float) -> None:
+        super().__init__()
+        self.decode_s = decode_s
+        self.decoded = 0
+
+    def preprocess(self, image):
+        time.sleep(self.decode_s)
+        self.decoded += 1
+        return super().preprocess(image)
+
+
+def test_decoding_is_admitted_only_up_to_a_bound(tmp_path):
+    engine = _SlowDecodeEngine(0.3)
+    settings = make_settings(tmp_path, decode_threads=1, max_decode_queue=2)
+    app = create_app(settings, engine=engine)
+
+    async def main():
+        async with running(app) as client:
+            return await asyncio.gather(*(_classify(client, image_bytes()) for _ in range(10)))
+
+    answers = asyncio.run(main())
+    codes = [r.status_code for r in answers]
+    assert codes.count(200) == 3 and codes.count(503) == 7  # 1 decoding + 2 waiting; the rest refused at once
+    assert engine.decoded == 3  # refused uploads were never decoded
+    busy = next(r for r in answers if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1"
+
+
+def test_request_timeout_covers_decoding(tmp_path):
+    engine = _SlowDecodeEngine(0.6)
+    app = create_app(make_settings(tmp_path, request_timeout_s=0.2), engine=engine)
+
+    async def main():
+        async with running(app) as client:
+            started = time.monotonic()
+            answer = await _classify(client, image_bytes())
+            return answer, time.monotonic() - started
+
+    r, seconds = asyncio.run(main())
+    assert_error(r, 503, "waited too long")
+    assert seconds < 0.5

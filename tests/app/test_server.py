@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,3 +132,22 @@ def test_registered_classes_survive_kill_9(tiny, tmp_path):
         assert again == answer  # deterministic across restarts too
     finally:
         server.kill()
+
+
+def test_port_0_logs_the_port_it_bound(tiny, tmp_path):
+    args = [sys.executable, "-m", "app.cli", "--host", "127.0.0.1", "--port", "0", *server_args(tiny, tmp_path / "r")]
+    args[args.index("warning")] = "info"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            found = re.search(r"app\.cli: serving .* on http://127\.0\.0\.1:(\d+) ", line)
+            if found:
+                break
+        assert found, "no 'serving ... on' line"
+        port = int(found.group(1))
+        assert port != 0
+        wait_ready(RunningServer(f"http://127.0.0.1:{port}", proc, tmp_path / "none.log"), START_TIMEOUT_S)
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -67,3 +67,21 @@ def test_create_app_serves_the_page(tmp_path: Path) -> None:
     client = TestClient(app)  # no lifespan: the page needs no model
     assert client.get("/").status_code == 200, "create_app must include app.web.router"
     assert client.get("/ui/config").json()["max_samples"] == 20
+
+
+def test_api_docs_are_served_from_this_server_with_a_policy(tmp_path: Path) -> None:
+    from app.api import create_app
+    from app.web import docs
+
+    app = create_app(Settings(data_dir=tmp_path, registry=tmp_path / "r.sqlite", device="cpu"), engine=object())
+    client = TestClient(app)  # no lifespan: only static routes are asked for
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-security-policy"] == docs.CSP
+    assert "script-src 'self';" in docs.CSP and "connect-src 'self';" in docs.CSP
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "docs.js"):
+        assert f"/docs/assets/{name}" in page.text
+        asset = client.get(f"/docs/assets/{name}")
+        assert asset.status_code == 200 and len(asset.content) > 100, name
+    assert client.get("/docs/assets/..%2Fdocs.py").status_code == 404
+    assert client.get("/redoc").status_code == 404  # it would load from a CDN

@@ -4,28 +4,43 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from pydantic import BeforeValidator
 
 from app.api.deps import ServiceDep
 from app.api.schemas import ClassifyOut, ErrorOut
 from app.images import ImageTooLargeError
+from app.service import InvalidRequestError
 
 router = APIRouter(tags=["classify"])
 
 _ERRORS = {code: {"model": ErrorOut} for code in (400, 409, 413, 415, 422, 503)}
 
 
+def _digits_only(value: object) -> object:
+    """Query integers are plain digits: '5_0' (Python's int() reads 50) and '1.0' are refused, not guessed."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written with the digits 0-9 only")
+    return value
+
+
+_DIGITS = BeforeValidator(_digits_only)
+
+
 @router.post("/classify", response_model=ClassifyOut, responses=_ERRORS)
 async def classify(
+    request: Request,
     service: ServiceDep,
     file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
-    top_k: Annotated[int | None, Query(ge=1, description="return only the k most probable classes")] = None,
-    samples: Annotated[int | None, Query(ge=1, description="Monte Carlo samples (1..max_samples)")] = None,
+    top_k: Annotated[int | None, Query(ge=1, description="return only the k most probable classes"), _DIGITS] = None,
+    samples: Annotated[int | None, Query(ge=1, description="Monte Carlo samples (1..max_samples)"), _DIGITS] = None,
     alpha: Annotated[
         float | None,
         Query(gt=0, lt=1, description="prediction-set miscoverage: the set holds the true class with prob. 1 - alpha"),
     ] = None,
 ) -> dict:
+    if len((await request.form()).getlist("file")) > 1:  # the parsed form is cached: this re-reads nothing
+        raise InvalidRequestError("the request has more than one 'file' part: send exactly one image per request")
     limit = service.settings.max_image_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
