@@ -121,8 +121,16 @@ LAYOUTS.update(
         "fgvc_aircraft": (make_aircraft, ["707-320", "A300B4", "F-16A/B"], (3, 3, 3)),
         "imagenetv2": (make_v2, list(WNIDS.values()), (0, 0, 4)),
         "imagenet-sketch": (make_subset("images", list(WNIDS)), list(WNIDS.values()), (0, 0, 8)),
-        "imagenet-adversarial": (make_subset("imagenet-a", ["n01443537", "n02085620"]), ["goldfish", "Chihuahua"], (0, 0, 4)),
-        "imagenet-rendition": (make_subset("imagenet-r", ["n01440764", "n01484850"]), ["tench", "great white shark"], (0, 0, 4)),
+        "imagenet-adversarial": (
+            make_subset("imagenet-a", ["n01443537", "n02085620"]),
+            ["goldfish", "Chihuahua"],
+            (0, 0, 4),
+        ),
+        "imagenet-rendition": (
+            make_subset("imagenet-r", ["n01440764", "n01484850"]),
+            ["tench", "great white shark"],
+            (0, 0, 4),
+        ),
     }
 )
 

@@ -227,7 +227,9 @@ def _scan_classes(root: Path) -> tuple[list[str], list[Sample]]:
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in `folder`, sorted by name; hidden files and other suffixes skipped."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     )
 
 
