@@ -13,7 +13,7 @@ from training.classifier import PromptClassifier
 from training.cli_common import add_backbone_args, resolve_device, run_cli
 from training.data import class_subset, few_shot, load_dataset, load_split, save_split
 from training.evaluate import evaluate
-from training.features import encode_samples
+from training.features import AugmentedFeatures, encode_samples
 from training.fit import FitConfig, fit
 from training.learners import DEFAULT_LOG_VAR_INIT, DEFAULT_TEMPLATE, VARIANTS, LearnerConfig
 from training.objective import ESTIMATORS
@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
     p.add_argument("--kl-reduction", default=d.kl_reduction, choices=("mean", "sum"))
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="random resized crop + flip, re-encoded every epoch (official training; one image-tower pass "
+        "per image per epoch instead of one in all)",
+    )
     p.add_argument("--n-ctx", type=int, default=4)
     p.add_argument("--ctx-init", default="a photo of a", help="words to initialise the context ('' = random)")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="hand-written prompt used by the zeroshot variant")
@@ -74,7 +80,8 @@ def train(args: argparse.Namespace) -> int:
     )
     clf = PromptClassifier.create(backbone, cfg, classnames)
     feats, labels = encode_samples(backbone, shots, desc="train features")
-    summary = fit(clf, feats, labels, fit_cfg, checkpoint=args.out.with_suffix(".ckpt"), resume=args.resume)
+    train_feats = AugmentedFeatures(backbone, shots) if args.augment else feats
+    summary = fit(clf, train_feats, labels, fit_cfg, checkpoint=args.out.with_suffix(".ckpt"), resume=args.resume)
     metrics = {"train": {**summary, **evaluate(clf, feats, labels, args.samples, args.seed)}}
     test = restrict(dataset.test)
     if test:
@@ -85,6 +92,7 @@ def train(args: argparse.Namespace) -> int:
         "dataset": dataset.name,
         "classes": args.classes,
         "shots": args.shots,
+        "augment": args.augment,
         "n_train": len(shots),
         "backbone_arg": str(args.backbone),
         "weights_arg": str(args.weights),
