@@ -1,7 +1,9 @@
 """The base-to-new benchmark: train on the base half of the classes, test on base and new.
 
 Every method sees the same few-shot split per seed and the same test images; image features
-are computed once per split and shared by all methods (the backbone is frozen).
+are computed once per split and shared by all methods (the backbone is frozen). The helpers
+here (train_features, fit_method, score, summarize_runs) are what the few-shot, cross-dataset
+and domain-generalisation protocols are built from.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import torch
 
 from training.backbone import Backbone
 from training.classifier import PromptClassifier
-from training.data import Dataset, class_subset, few_shot
+from training.data import Dataset, Sample, class_subset, few_shot
 from training.evaluate import predict
-from training.features import encode_samples
+from training.features import AugmentedFeatures, encode_samples
 from training.fit import FitConfig, fit
 from training.learners import VARIANTS, LearnerConfig
 from training.metrics import evaluate_predictive
@@ -30,49 +32,93 @@ METRICS = ("accuracy", "ece", "nll", "brier", "auroc_entropy", "auroc_mutual_inf
 
 @dataclass
 class Base2NewConfig:
+    """The settings every protocol shares (base2new, few-shot, cross-dataset, domain-gen)."""
+
     methods: tuple[str, ...] = VARIANTS
     seeds: tuple[int, ...] = (1, 2, 3)
     shots: int = 16
     fit: FitConfig = field(default_factory=FitConfig)
     eval_samples: int = 20
     learner: dict[str, Any] = field(default_factory=dict)  # extra LearnerConfig fields (n_ctx, log_var_init, ...)
+    augment: bool = False  # re-encode random crops + flips every epoch (training/features.py)
+
+
+TestSet = tuple[list[str], tuple[torch.Tensor, torch.Tensor]]  # class names, (features, labels)
 
 
 def harmonic_mean(a: float, b: float) -> float:
     return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
-def run_base2new(backbone: Backbone, dataset: Dataset, cfg: Base2NewConfig) -> dict[str, Any]:
+def train_features(
+    backbone: Backbone, samples: list[Sample], augment: bool, desc: str
+) -> tuple[torch.Tensor | AugmentedFeatures, torch.Tensor]:
+    """What fit() trains on: cached features, or images re-encoded with augmentation each epoch."""
+    if not augment:
+        return encode_samples(backbone, samples, desc=desc)
+    return AugmentedFeatures(backbone, samples), torch.tensor([s.label for s in samples], device=backbone.device)
+
+
+def fit_method(
+    backbone: Backbone,
+    method: str,
+    classnames: list[str],
+    train: tuple[torch.Tensor | AugmentedFeatures, torch.Tensor],
+    cfg: Base2NewConfig,
+    seed: int,
+) -> tuple[PromptClassifier, dict[str, float]]:
+    """One method fitted on one seed's shots, seeded so every protocol's runs are repeatable."""
+    torch.manual_seed(seed)
+    clf = PromptClassifier.create(backbone, LearnerConfig(method, **cfg.learner), classnames)
+    summary = fit(clf, *train, FitConfig(**{**cfg.fit.as_dict(), "seed": seed}))
+    return clf, summary
+
+
+def score(
+    clf: PromptClassifier, test: TestSet, eval_samples: int, seed: int, reliability: dict[str, list[float]]
+) -> dict[str, float]:
+    """The METRICS of `clf` on one test set (classes switched to the set's); appends
+    (confidence, correct) per image to `reliability`."""
+    names, (feats, labels) = test
+    clf.set_classes(names)
+    pred = predict(clf, feats, eval_samples, seed)
+    reliability.setdefault("confidence", []).extend(pred.probs.max(-1).values.tolist())
+    reliability.setdefault("correct", []).extend((pred.probs.argmax(-1) == labels).float().tolist())
+    return {k: v for k, v in evaluate_predictive(pred, labels).items() if k in METRICS}
+
+
+def encode_base_new(backbone: Backbone, dataset: Dataset) -> dict[str, TestSet]:
+    """The base and new test sets, encoded once (few-shot reuses them for every shot count)."""
+    out = {}
+    for which in ("base", "new"):
+        names, restrict = class_subset(dataset, which)
+        out[which] = (names, encode_samples(backbone, restrict(dataset.test), desc=f"{which} test features"))
+    return out
+
+
+def run_base2new(
+    backbone: Backbone, dataset: Dataset, cfg: Base2NewConfig, tests: dict[str, TestSet] | None = None
+) -> dict[str, Any]:
     """Per method and seed: base/new figures and HM; plus per-method mean and std over seeds.
     Also keeps (confidence, correct) per method for reliability diagrams."""
+    tests = tests or encode_base_new(backbone, dataset)
     base_names, base_of = class_subset(dataset, "base")
-    new_names, new_of = class_subset(dataset, "new")
-    test_base = encode_samples(backbone, base_of(dataset.test), desc="base test features")
-    test_new = encode_samples(backbone, new_of(dataset.test), desc="new test features")
     runs: list[dict[str, Any]] = []
     reliability: dict[str, dict[str, list[float]]] = {}
     for seed in cfg.seeds:
         shots = few_shot(base_of(dataset.train), cfg.shots, seed)
-        train_feats, train_labels = encode_samples(backbone, shots, desc=f"train features (seed {seed})")
+        train = train_features(backbone, shots, cfg.augment, desc=f"train features (seed {seed})")
         for method in cfg.methods:
-            torch.manual_seed(seed)
-            clf = PromptClassifier.create(backbone, LearnerConfig(method, **cfg.learner), base_names)
-            fit_cfg = FitConfig(**{**cfg.fit.as_dict(), "seed": seed})
-            summary = fit(clf, train_feats, train_labels, fit_cfg)
+            clf, summary = fit_method(backbone, method, base_names, train, cfg, seed)
             row: dict[str, Any] = {"method": method, "seed": seed, "train_accuracy": summary.get("train_accuracy")}
-            for split, names, (feats, labels) in (("base", base_names, test_base), ("new", new_names, test_new)):
-                clf.set_classes(names)
-                pred = predict(clf, feats, cfg.eval_samples, seed)
-                figures = evaluate_predictive(pred, labels)
-                row.update({f"{split}_{k}": v for k, v in figures.items() if k in METRICS})
-                rel = reliability.setdefault(method, {"confidence": [], "correct": []})
-                rel["confidence"] += pred.probs.max(-1).values.tolist()
-                rel["correct"] += (pred.probs.argmax(-1) == labels).float().tolist()
+            for split in ("base", "new"):
+                figures = score(clf, tests[split], cfg.eval_samples, seed, reliability.setdefault(method, {}))
+                row.update({f"{split}_{k}": v for k, v in figures.items()})
             row["hm_accuracy"] = harmonic_mean(row["base_accuracy"], row["new_accuracy"])
             log.info("%s seed %d: base %.3f new %.3f", method, seed, row["base_accuracy"], row["new_accuracy"])
             print(
-                f"{method:>9} seed {seed}: base {100 * row['base_accuracy']:.1f}  new {100 * row['new_accuracy']:.1f}"
-                f"  HM {100 * row['hm_accuracy']:.1f}",
+                f"{method:>9} seed {seed} shots {cfg.shots}: base {100 * row['base_accuracy']:.1f}"
+                f"  new {100 * row['new_accuracy']:.1f}  HM {100 * row['hm_accuracy']:.1f}",
                 flush=True,
             )
             runs.append(row)

@@ -289,6 +289,19 @@ def class_subset(dataset: Dataset, which: str) -> tuple[list[str], Callable[[lis
     return [dataset.classnames[i] for i in labels], restrict
 
 
+def subset_dataset(dataset: Dataset, which: str) -> Dataset:
+    """The dataset cut to its base/new/all classes (relabelled), named "<name>-<which>"."""
+    names, restrict = class_subset(dataset, which)
+    return Dataset(
+        f"{dataset.name}-{which}",
+        dataset.root,
+        names,
+        restrict(dataset.train),
+        restrict(dataset.val),
+        restrict(dataset.test),
+    )
+
+
 def save_split(path: Path, root: Path, splits: dict[str, list[Sample]]) -> None:
     """Write splits in the split_zhou format (paths relative to root) so a few-shot draw can be reused."""
     path, root = Path(path), Path(root).resolve()
