@@ -68,3 +68,31 @@ def test_vpt_train_augment_records_it(tmp_path, image_folder):
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
     assert json.loads(meta["training"])["augment"] is True
+
+
+def test_vpt_train_paper_preset(tmp_path, image_folder, monkeypatch):
+    """--preset paper takes the paper's row for the dataset (batch 1, L, lr, augmentation); flags still win."""
+    from training import presets
+
+    monkeypatch.setitem(presets.PAPER_L_EPOCHS, "colours", (3, 7))
+    out = tmp_path / "p.safetensors"
+    args = ["--data", str(image_folder), "--variant", "vpt", "--shots", "1", "--classes", "all"]
+    args += ["--backbone", str(TINY_CONFIG), "--weights", "none", "--device", "cpu", "--preset", "paper"]
+    assert cli_train.main([*args, "--epochs", "2", "--out", str(out)]) == 0
+    with safe_open(str(out), "pt") as f:
+        training = json.loads(f.metadata()["training"])
+    assert (training["batch_size"], training["samples"], training["lr"]) == (1, 3, 0.002)
+    assert training["epochs"] == 2 and training["augment"] is True and training["preset"] == "paper"
+    assert presets.paper("colours")["epochs"] == 7
+
+
+def test_paper_settings_per_dataset():
+    from training import presets
+
+    assert presets.paper("UCF101")["samples"] == 5 and presets.paper("OxfordPets")["samples"] == 40
+    assert presets.paper("EuroSAT")["epochs"] == 60
+    assert presets.paper("Caltech101", transfer=True)["samples"] == 10  # trained on ImageNet
+    from training.datasets import BENCHMARKS
+
+    # keyed by the names the loaders give the 11 datasets
+    assert set(presets.PAPER_L_EPOCHS) == {b.name for b in BENCHMARKS.values() if not b.test_only}

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from training import presets
 from training.artifact import save_posterior
 from training.backbone import load_backbone
 from training.classifier import PromptClassifier
@@ -28,17 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default="base", choices=("base", "all"), help="train on the base half or all classes")
     p.add_argument("--split", type=Path, default=None, help="reuse a few-shot split file written by an earlier run")
     add_backbone_args(p)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--samples", type=int, default=d.samples, help="L, Monte Carlo samples per image in the loss")
+    p.add_argument(
+        "--preset",
+        choices=("paper",),
+        default=None,
+        help="the paper's settings for this dataset (batch 1, its L and epochs, lr 0.002, augmentation); "
+        "flags given explicitly still win",
+    )
+    p.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}")
+    p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}")
+    p.add_argument("--batch-size", type=int, default=None, help=f"default {d.batch_size}")
+    p.add_argument("--samples", type=int, default=None, help=f"L, Monte Carlo samples per image (default {d.samples})")
     p.add_argument("--beta", type=float, default=d.beta, help="KL weight")
     p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
     p.add_argument("--kl-reduction", default=d.kl_reduction, choices=("mean", "sum"))
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
     p.add_argument(
         "--augment",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="random resized crop + flip, re-encoded every epoch (official training; one image-tower pass "
         "per image per epoch instead of one in all)",
     )
@@ -67,11 +76,16 @@ def train(args: argparse.Namespace) -> int:
         save_split(split_path, dataset.root, {"train": shots, "val": [], "test": []})
     backbone = load_backbone(args.backbone, args.weights, device, args.cache_dir)
     cfg = LearnerConfig(args.variant, args.n_ctx, args.ctx_init, args.template, args.log_var_init)
+    d = FitConfig()
+    base = {"epochs": d.epochs, "batch_size": d.batch_size, "samples": d.samples, "lr": d.lr, "augment": False}
+    if args.preset == "paper":
+        base = {k: v for k, v in presets.paper(dataset.name).items() if k in base}
+    pick = presets.resolve(vars(args), base)
     fit_cfg = FitConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        samples=args.samples,
+        epochs=pick["epochs"],
+        lr=pick["lr"],
+        batch_size=pick["batch_size"],
+        samples=pick["samples"],
         beta=args.beta,
         estimator=args.estimator,
         kl_reduction=args.kl_reduction,
@@ -80,19 +94,20 @@ def train(args: argparse.Namespace) -> int:
     )
     clf = PromptClassifier.create(backbone, cfg, classnames)
     feats, labels = encode_samples(backbone, shots, desc="train features")
-    train_feats = AugmentedFeatures(backbone, shots) if args.augment else feats
+    train_feats = AugmentedFeatures(backbone, shots) if pick["augment"] else feats
     summary = fit(clf, train_feats, labels, fit_cfg, checkpoint=args.out.with_suffix(".ckpt"), resume=args.resume)
-    metrics = {"train": {**summary, **evaluate(clf, feats, labels, args.samples, args.seed)}}
+    metrics = {"train": {**summary, **evaluate(clf, feats, labels, pick["samples"], args.seed)}}
     test = restrict(dataset.test)
     if test:
         tf, tl = encode_samples(backbone, test, desc="test features")
-        metrics["test"] = evaluate(clf, tf, tl, args.samples, args.seed)
+        metrics["test"] = evaluate(clf, tf, tl, pick["samples"], args.seed)
     training = {
         **fit_cfg.as_dict(),
         "dataset": dataset.name,
         "classes": args.classes,
         "shots": args.shots,
-        "augment": args.augment,
+        "augment": pick["augment"],
+        "preset": args.preset,
         "n_train": len(shots),
         "backbone_arg": str(args.backbone),
         "weights_arg": str(args.weights),
