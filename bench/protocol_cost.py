@@ -1,6 +1,6 @@
 """How long each run of the paper's protocols takes: counted work x measured unit cost.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/protocol_cost.py                 # CPU, ~2 minutes
+    OMP_NUM_THREADS=2 .venv/bin/python bench/protocol_cost.py --steps 5       # CPU, ~5 minutes
     .venv/bin/python bench/protocol_cost.py --device cuda --probe-classes 100 # a GPU, seconds
 
 Random weights of the real architecture (ViT-B/16; the cost does not depend on the weights,
@@ -12,7 +12,8 @@ so nothing downloads). Measured on --device:
 Text-tower cost is linear in classes x samples (per image for cocoop/vpt-cond), so each
 dataset's run is the probe's cost scaled to its classes and L, times its steps (epochs x 16
 shots x classes at batch 1) and test images (CoOp's split sizes below). The GPU column, when
-measuring on a CPU, divides the counted FLOPs by --gpu-tflops (an assumed sustained rate).
+measuring on a CPU, divides the counted FLOPs by --gpu-tflops (an assumed sustained rate), with
+assumed floors per batch-1 step and per batch-1 image encode: estimates, not measurements.
 """
 
 from __future__ import annotations
@@ -123,21 +124,27 @@ def image_costs(backbone, device: torch.device) -> dict[str, float]:
     return out
 
 
-def run_seconds(unit, img, method, classes_train, classes_test, n_test, samples, epochs, probe, gpu_rate=None):
-    """(measured-device seconds, GPU-estimate seconds) of one run (one method, one seed)."""
+def run_seconds(unit, img, method, classes_train, classes_test, n_test, samples, epochs, probe, gpu=None):
+    """(measured-device seconds, GPU-estimate seconds or None) of one run (one method, one seed).
+    gpu = (sustained FLOP/s, floor seconds per training step, floor seconds per batch-1 image encode)."""
     stoch = method in STOCHASTIC
     scale_train = classes_train / probe["classes"] * (samples / probe["samples"] if stoch else 1)
     scale_test = classes_test / probe["classes"] * (samples / probe["samples"] if stoch else 1)
     steps = epochs * SHOTS * classes_train
     measured = steps * (unit["step_s"] * scale_train + img["single_s"])
     measured += n_test * (unit["eval_s_per_image"] * scale_test + img["batched_s"])
-    if gpu_rate is None:
+    if gpu is None:
         return measured, None
-    # eval FLOPs ~ forward only: a third of a training step's text FLOPs per image for per-image methods
-    flops = steps * (unit["step_flops"] * scale_train + 3 * img["flops"])
+    rate, step_floor, image_floor = gpu
+    # A batch-1 step is small: it cannot go faster than kernel launches allow (the floors).
+    estimate = steps * (
+        max(unit["step_flops"] * scale_train / rate, step_floor) + max(img["flops"] / rate, image_floor)
+    )
+    # Test time: forward only (a third of a training step's FLOPs) per image for the per-image
+    # methods; the unconditional ones share one text pass per batch of images (negligible).
     per_image = method in ("cocoop", "vpt-cond")
-    flops += n_test * ((unit["step_flops"] / 3 * scale_test if per_image else 0) + img["flops"])
-    return measured, flops / gpu_rate
+    estimate += n_test * ((unit["step_flops"] / 3 * scale_test if per_image else 0) + img["flops"]) / rate
+    return measured, estimate
 
 
 def main() -> None:
@@ -147,14 +154,18 @@ def main() -> None:
     p.add_argument("--probe-classes", type=int, default=10)
     p.add_argument("--probe-samples", type=int, default=4)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--gpu-tflops", type=float, default=300.0, help="assumed sustained bf16 TFLOP/s for the estimate")
+    p.add_argument("--gpu-tflops", type=float, default=100.0, help="assumed sustained bf16 TFLOP/s for the estimate")
+    p.add_argument("--gpu-step-floor-ms", type=float, default=10.0, help="assumed least time of one batch-1 step")
+    p.add_argument("--gpu-image-floor-ms", type=float, default=5.0, help="assumed least time of a batch-1 encode")
     args = p.parse_args()
     device = torch.device(args.device)
     backbone = load_backbone(args.backbone, "none", device)
     probe = {"classes": args.probe_classes, "samples": args.probe_samples}
     units = {m: measure(backbone, m, args.probe_classes, args.probe_samples, args.steps, device) for m in METHODS}
     img = image_costs(backbone, device)
-    gpu_rate = args.gpu_tflops * 1e12 if device.type == "cpu" else None
+    gpu = None
+    if device.type == "cpu":
+        gpu = (args.gpu_tflops * 1e12, args.gpu_step_floor_ms / 1e3, args.gpu_image_floor_ms / 1e3)
     print(
         f"device {device}, {args.backbone}, probe {probe}, torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
@@ -167,10 +178,17 @@ def main() -> None:
     )
 
     def hours(seconds: float | None) -> str:
-        return "" if seconds is None else f"{seconds / 3600:.1f}"
+        if seconds is None:
+            return ""
+        h = seconds / 3600
+        return f"{h:.2f}" if h < 10 else f"{h:.0f}"
 
-    col = "GPU h (est.)" if gpu_rate else ""
-    print(f"\nbase2new, one seed, hours on {device}" + (f" | {col} at {args.gpu_tflops:.0f} TFLOP/s" if col else ""))
+    def minutes(seconds: float | None) -> str:
+        return "" if seconds is None else f"{seconds / 60:.1f}" if seconds < 600 else f"{seconds / 60:.0f}"
+
+    col = "GPU minutes (est.)" if gpu else ""
+    assumed = f" | {col}: {args.gpu_tflops:.0f} TFLOP/s, floors {args.gpu_step_floor_ms:.0f} ms/step" if col else ""
+    print(f"\nbase2new, one seed, hours on {device}" + assumed)
     print(
         "| dataset | L | epochs | " + " | ".join(f"{m} {device.type}" + (f" / {m} GPU" if col else "") for m in METHODS)
     )
@@ -179,21 +197,24 @@ def main() -> None:
         base = math.ceil(classes / 2)
         cells = []
         for m in METHODS:
-            cpu_s, gpu_s = run_seconds(units[m], img, m, base, base, n_test, samples, epochs, probe, gpu_rate)
-            cells.append(hours(cpu_s) + (f" / {hours(gpu_s)}" if col else ""))
+            cpu_s, gpu_s = run_seconds(units[m], img, m, base, base, n_test, samples, epochs, probe, gpu)
+            cells.append(hours(cpu_s) + (f" / {minutes(gpu_s)}" if col else ""))
         print(f"| {name} | {samples} | {epochs} | " + " | ".join(cells) + " |")
     samples, epochs = TRANSFER_L_EPOCHS
-    print("\ncross-dataset / domain-gen (train on ImageNet once, test each target), one seed, hours")
+    print(
+        f"\ncross-dataset / domain-gen (train on ImageNet once, test each target), one seed, hours on {device}"
+        + assumed
+    )
     for name, (classes, n_test) in {**{k: v for k, v in DATASETS.items() if k != "ImageNet"}, **DG_TARGETS}.items():
         cells = []
         for m in METHODS:
-            cpu_s, gpu_s = run_seconds(units[m], img, m, 0, classes, n_test, samples, 0, probe, gpu_rate)
-            cells.append(hours(cpu_s) + (f" / {hours(gpu_s)}" if col else ""))
+            cpu_s, gpu_s = run_seconds(units[m], img, m, 0, classes, n_test, samples, 0, probe, gpu)
+            cells.append(hours(cpu_s) + (f" / {minutes(gpu_s)}" if col else ""))
         print(f"| test {name} | " + " | ".join(cells) + " |")
     cells = []
     for m in METHODS:
-        cpu_s, gpu_s = run_seconds(units[m], img, m, 1000, 1000, 50000, samples, epochs, probe, gpu_rate)
-        cells.append(hours(cpu_s) + (f" / {hours(gpu_s)}" if col else ""))
+        cpu_s, gpu_s = run_seconds(units[m], img, m, 1000, 1000, 50000, samples, epochs, probe, gpu)
+        cells.append(hours(cpu_s) + (f" / {minutes(gpu_s)}" if col else ""))
     print("| train ImageNet (1000 classes) + test | " + " | ".join(cells) + " |")
 
 
