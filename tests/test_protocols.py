@@ -85,12 +85,22 @@ def test_cross_dataset_with_source_and_targets(tmp_path, image_folder):
     other = make_image_folder(tmp_path / "other", per_class=3, seed=1)
     out = tmp_path / "xd"
     argv = ["cross-dataset", "--source", str(image_folder), "--targets", str(other), str(other), *FAST]
-    assert cli_eval.main([*argv, "--shots", "2", "--epochs", "2", "--methods", "coop", *TINY, "--out", str(out)]) == 0
+    argv += ["--shots", "2", "--epochs", "2", "--methods", "coop", "--augment"]
+    assert cli_eval.main([*argv, *TINY, "--out", str(out)]) == 0
     result = json.loads((out / "cross-dataset.json").read_text())
     assert result["source"] == "colours" and result["targets"] == ["other", "other-2"]
     assert result["config"]["preset"] == "quick" and result["config"]["epochs"] == 2
+    assert result["config"]["augment"] is True
 
 
 def test_transfer_flags_must_pair(capsys):
     assert cli_eval.main(["domain-gen", "--targets", "x"]) == 2
     assert "--targets needs --source" in capsys.readouterr().err
+
+
+def test_test_only_source_is_refused(tmp_path, capsys):
+    from tests.test_datasets import LAYOUTS
+
+    LAYOUTS["imagenet-sketch"][0](tmp_path / "imagenet-sketch")
+    assert cli_eval.main(["base2new", "--data", str(tmp_path / "imagenet-sketch"), *TINY]) == 2
+    assert "test-only" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from training import presets
 from training.backbone import Backbone, load_backbone
 from training.base2new import Base2NewConfig, run_base2new
 from training.cli_common import add_backbone_args, resolve_device, run_cli
-from training.data import load_dataset
+from training.data import load_dataset, require_train
 from training.fit import FitConfig
 from training.learners import VARIANTS
 from training.objective import ESTIMATORS
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         from training.shapes.cache import ensure_world
 
         world = ensure_world(args.world_dir, quick=args.quick)
-    dataset = load_dataset(args.data or world.dataset)
+    dataset = require_train(load_dataset(args.data or world.dataset))
     cfg, record = protocol_config(args, dataset.name)
     backbone, backbone_arg, weights_arg = protocol_backbone(args, world)
     result = run_base2new(backbone, dataset, cfg)

@@ -12,7 +12,7 @@ import shlex
 
 from training.cli_base2new import add_protocol_args, protocol_backbone, protocol_config
 from training.cli_common import run_cli
-from training.data import class_subset, few_shot, load_dataset
+from training.data import class_subset, few_shot, load_dataset, require_train
 from training.fewshot import SHOTS, run_fewshot
 from training.report import fewshot_table, write_fewshot_report
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         from training.shapes.cache import ensure_world
 
         world = ensure_world(args.world_dir, quick=args.quick)
-    dataset = load_dataset(args.data or world.dataset)
+    dataset = require_train(load_dataset(args.data or world.dataset))
     cfg, record = protocol_config(args, dataset.name)
     steps = args.steps
     if steps is None:

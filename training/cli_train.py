@@ -12,7 +12,7 @@ from training.artifact import save_posterior
 from training.backbone import load_backbone
 from training.classifier import PromptClassifier
 from training.cli_common import add_backbone_args, resolve_device, run_cli
-from training.data import class_subset, few_shot, load_dataset, load_split, save_split
+from training.data import class_subset, few_shot, load_dataset, load_split, require_train, save_split
 from training.evaluate import evaluate
 from training.features import AugmentedFeatures, encode_samples
 from training.fit import FitConfig, fit
@@ -66,7 +66,7 @@ def train(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .safetensors: {args.out}")
     device = resolve_device(args.device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(args.data)
+    dataset = require_train(load_dataset(args.data))
     classnames, restrict = class_subset(dataset, args.classes)
     split_path = args.out.with_name(args.out.stem + ".split.json")
     if args.split is not None:

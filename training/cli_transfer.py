@@ -15,7 +15,7 @@ import shlex
 
 from training.cli_base2new import add_protocol_args, protocol_backbone, protocol_config
 from training.cli_common import run_cli
-from training.data import Dataset, load_dataset, subset_dataset
+from training.data import Dataset, load_dataset, require_train, subset_dataset
 from training.report import transfer_table, write_transfer_report
 from training.transfer import run_transfer
 
@@ -61,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.targets:
             raise ValueError("--source needs --targets")
-        source, targets, world = load_dataset(args.source), named_targets(args.targets), None
-        if not source.train:
-            raise ValueError(f"source {source.name} ({source.root}) has no training images")
+        source, targets, world = require_train(load_dataset(args.source)), named_targets(args.targets), None
     cfg, record = protocol_config(args, source.name, transfer=True)
     backbone, backbone_arg, weights_arg = protocol_backbone(args, world)
     result = run_transfer(backbone, source, targets, cfg)

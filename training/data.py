@@ -289,6 +289,16 @@ def class_subset(dataset: Dataset, which: str) -> tuple[list[str], Callable[[lis
     return [dataset.classnames[i] for i in labels], restrict
 
 
+def require_train(dataset: Dataset) -> Dataset:
+    """Stop early when a dataset has nothing to train on (ImageNet-V2/-Sketch/-A/-R are test-only)."""
+    if not dataset.train:
+        raise DataError(
+            f"{dataset.name} at {dataset.root} has no training images (a test-only set): "
+            "train on another dataset and test on this one (vpt-eval domain-gen --targets)"
+        )
+    return dataset
+
+
 def subset_dataset(dataset: Dataset, which: str) -> Dataset:
     """The dataset cut to its base/new/all classes (relabelled), named "<name>-<which>"."""
     names, restrict = class_subset(dataset, which)
