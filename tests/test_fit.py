@@ -110,6 +110,7 @@ def _dassl_lrs(epochs: int, lr: float, warmup: int, warmup_lr: float) -> list[fl
     wrapper_epoch, out = 0, []
     for _ in range(epochs):
         out.append(warmup_lr if wrapper_epoch < warmup else cosine.get_last_lr()[0])
+        opt.step()  # an epoch of training (no gradients: nothing moves), then the scheduler as Dassl steps it
         if wrapper_epoch >= warmup:
             cosine.step()
         else:
