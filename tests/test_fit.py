@@ -100,3 +100,33 @@ def test_training_leaves_a_batchnorm_backbone_in_eval_mode():
     fit(clf, *_task(backbone), FitConfig(epochs=1, batch_size=4, warmup_epochs=0))
     assert not any(m.training for m in backbone.model.modules())
     torch.testing.assert_close(backbone.encode_images(images[:1]), before[:1])
+
+
+def _dassl_lrs(epochs: int, lr: float, warmup: int, warmup_lr: float) -> list[float]:
+    """The lr Dassl's trainer uses in each epoch: torch's CosineAnnealingLR wrapped as Dassl's
+    ConstantWarmupScheduler does (recount on), stepped once after every epoch."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, float(epochs))
+    wrapper_epoch, out = 0, []
+    for _ in range(epochs):
+        out.append(warmup_lr if wrapper_epoch < warmup else cosine.get_last_lr()[0])
+        opt.step()  # an epoch of training (no gradients: nothing moves), then the scheduler as Dassl steps it
+        if wrapper_epoch >= warmup:
+            cosine.step()
+        else:
+            wrapper_epoch += 1
+    return out
+
+
+@pytest.mark.parametrize(("epochs", "warmup"), [(10, 1), (5, 2), (4, 0)])
+def test_schedule_matches_dassl(epochs, warmup):
+    cfg = FitConfig(epochs=epochs, lr=0.002, warmup_epochs=warmup, warmup_lr=1e-5)
+    ours = [lr_at(cfg, e) for e in range(epochs)]
+    assert ours == pytest.approx(_dassl_lrs(epochs, 0.002, warmup, 1e-5), rel=1e-9)
+
+
+def test_schedule_paper_values():
+    cfg = FitConfig(epochs=10, lr=0.002, warmup_epochs=1, warmup_lr=1e-5)
+    lrs = [lr_at(cfg, e) for e in range(10)]
+    assert lrs[0] == 1e-5 and lrs[1] == pytest.approx(2.0e-3)
+    assert lrs[2] == pytest.approx(1.951e-3, abs=1e-6) and lrs[9] == pytest.approx(1.91e-4, abs=1e-6)

@@ -53,13 +53,15 @@ def add_config_args(
     for f in dataclasses.fields(config):
         if f.name not in helps:
             continue
-        default = defaults.get(f.name, f.default)
+        own = None if f.default is dataclasses.MISSING else f.default
+        default = defaults.get(f.name, own)
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helps[f.name])
+        text = helps[f.name] if default is not None or own is None else f"{helps[f.name]} (dataclass default {own})"
+        if isinstance(own, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
         else:
-            kind = type(default) if default is not None else str
-            parser.add_argument(flag, type=kind, default=default, choices=choices.get(f.name), help=helps[f.name])
+            kind = type(own) if own is not None else type(default) if default is not None else str
+            parser.add_argument(flag, type=kind, default=default, choices=choices.get(f.name), help=text)
 
 
 def config_from_args(config: type, args: argparse.Namespace, **fixed: Any) -> Any:

@@ -20,7 +20,9 @@ from training.learners import DEFAULT_TEMPLATE, LearnerConfig
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="vpt-eval", description=__doc__, epilog="`vpt-eval base2new --help`: the base-to-new benchmark."
+        prog="vpt-eval",
+        description=__doc__,
+        epilog="Benchmarks: `vpt-eval base2new|few-shot|cross-dataset|domain-gen --help`.",
     )
     p.add_argument("--data", required=True, help="class-per-folder image folder, or a CoOp-layout dataset folder")
     src = p.add_mutually_exclusive_group(required=True)
@@ -78,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         from training.cli_base2new import main as base2new_main
 
         return base2new_main(argv[1:])
+    if argv[:1] == ["few-shot"]:
+        from training.cli_fewshot import main as fewshot_main
+
+        return fewshot_main(argv[1:])
+    if argv[:1] and argv[0] in ("cross-dataset", "domain-gen"):
+        from training.cli_transfer import main as transfer_main
+
+        return transfer_main(argv[0], argv[1:])
     return run_cli(run_eval, build_parser().parse_args(argv))
 
 

@@ -7,15 +7,17 @@ import json
 import sys
 from pathlib import Path
 
+from training import presets
 from training.backbone import load_backbone
 from training.calibration import CONFORMAL_METHODS, UNKNOWN_SCORES
 from training.cli_common import add_backbone_args, add_config_args, config_from_args, resolve_device, run_cli
-from training.data import load_dataset
+from training.data import load_dataset, require_train
 from training.fit import FitConfig
 from training.learners import VARIANTS, LearnerConfig
 from training.objective import ESTIMATORS
 from training.pipeline import CalibrationConfig, DataConfig, train_posterior
 
+PRESET_FIELDS = ("epochs", "lr", "batch_size", "samples")
 FIT_HELP = {
     "epochs": "passes over the few-shot images",
     "lr": "SGD learning rate (cosine schedule after the warm-up)",
@@ -58,8 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=d.classes, choices=("base", "all"), help="train on the base half or all")
     p.add_argument("--split", type=Path, default=None, help="reuse a few-shot split file written by an earlier run")
     add_backbone_args(p)
+    p.add_argument(
+        "--preset",
+        choices=("paper",),
+        default=None,
+        help="the paper's settings for this dataset (batch 1, its L and epochs, lr 0.002, augmentation); "
+        "flags given explicitly still win",
+    )
     add_config_args(p, LearnerConfig, LEARNER_HELP, {"variant": VARIANTS}, {"variant": "vpt-cond"})
-    add_config_args(p, FitConfig, FIT_HELP, {"estimator": ESTIMATORS, "kl_reduction": ("mean", "sum")})
+    # the preset fills these four when they are not given (the dataclass default otherwise)
+    add_config_args(
+        p,
+        FitConfig,
+        FIT_HELP,
+        {"estimator": ESTIMATORS, "kl_reduction": ("mean", "sum")},
+        {k: None for k in PRESET_FIELDS},
+    )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random resized crop + flip, re-encoded every epoch (official training; one image-tower pass "
+        "per image per epoch instead of one in all; default off, on with --preset paper)",
+    )
     p.add_argument("--out", type=Path, required=True, help="artifact path (.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
     p.add_argument("--no-calibrate", action="store_true", help="skip the temperature / conformal / unknown fit")
@@ -81,19 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    dataset = load_dataset(args.data)
+    dataset = require_train(load_dataset(args.data))
     backbone = load_backbone(args.backbone, args.weights, device, args.cache_dir)
+    d = FitConfig()
+    base = {k: getattr(d, k) for k in PRESET_FIELDS} | {"augment": False}
+    if args.preset == "paper":
+        base = {k: v for k, v in presets.paper(dataset.name).items() if k in base}
+    pick = presets.resolve(vars(args), base)
     calibration = {k.removeprefix("calibration_"): v for k, v in vars(args).items() if k.startswith("calibration_")}
     post = train_posterior(
         backbone,
         dataset,
         config_from_args(LearnerConfig, args),
-        config_from_args(FitConfig, args),
+        config_from_args(FitConfig, args, **{k: pick[k] for k in PRESET_FIELDS}),
         args.out,
-        DataConfig(args.classes, args.shots, args.split),
+        DataConfig(args.classes, args.shots, args.split, pick["augment"]),
         CalibrationConfig(enabled=not args.no_calibrate, **calibration),
         resume=args.resume,
-        sources={"backbone_arg": str(args.backbone), "weights_arg": str(args.weights)},
+        sources={"backbone_arg": str(args.backbone), "weights_arg": str(args.weights), "preset": args.preset},
     )
     summary = {"artifact": str(args.out), "variant": args.variant, "classes": post.classnames}
     print(json.dumps({**summary, **post.metadata["metrics"]}, indent=2))

@@ -1,8 +1,10 @@
 """Image datasets for prompt tuning: loading, few-shot sampling and the base/new class split.
 
-Two layouts are read: the CoOp/Dassl `split_zhou_<Name>.json` files that prompt-learning papers
-publish (so our numbers use the same splits), and plain class-per-folder trees (so any folder of
-images works). Every problem raises `DataError` naming the file and what to do, because a bad path
+The benchmark layouts the prompt-learning literature uses (CoOp's 11 datasets and the ImageNet
+variants) live in training/datasets/ and are tried first; otherwise two generic layouts are read:
+a `split_zhou_<Name>.json` file (CoOp/Dassl format) and plain class-per-folder trees (so any
+folder of images works). Class names pass through `clean_classname` in every loader, so prompts
+match CoOp's. Every problem raises `DataError` naming the file and what to do, because a bad path
 should stop a run before the backbone loads, not an hour into feature extraction.
 """
 
@@ -32,6 +34,12 @@ class DataError(ValueError):
     """A dataset, split file or image that cannot be used; the message names the path."""
 
 
+def clean_classname(name: str) -> str:
+    """CoOp's (and CoCoOp's, and the official VPT code's) prompt learners use name.replace("_", " "):
+    "american_bulldog" would otherwise tokenise with an extra "_" token and change every prompt."""
+    return name.replace("_", " ")
+
+
 @dataclass(frozen=True)
 class Sample:
     path: Path  # absolute path of the image
@@ -50,7 +58,8 @@ class Dataset:
 
 
 def load_dataset(path: str | Path) -> Dataset:
-    """Read a dataset folder: a split_zhou_*.json inside it wins, else class-per-folder."""
+    """Read a dataset folder: a known benchmark layout (training/datasets), else a
+    split_zhou_*.json inside it, else class-per-folder."""
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(
@@ -60,11 +69,15 @@ def load_dataset(path: str | Path) -> Dataset:
     if not root.is_dir():
         raise DataError(f"dataset path {root} is not a directory: pass the folder that holds the images")
     root = root.resolve()
-    split_files = sorted(root.glob("split_zhou_*.json"))
-    if len(split_files) > 1:
-        names = ", ".join(f.name for f in split_files)
-        raise DataError(f"{root} holds several split files ({names}): keep exactly one")
-    dataset = _load_zhou(root, split_files[0]) if split_files else _load_folders(root)
+    from training.datasets import load_benchmark  # imported here: that package builds on this module
+
+    dataset = load_benchmark(root)
+    if dataset is None:
+        split_files = sorted(root.glob("split_zhou_*.json"))
+        if len(split_files) > 1:
+            names = ", ".join(f.name for f in split_files)
+            raise DataError(f"{root} holds several split files ({names}): keep exactly one")
+        dataset = load_zhou(root, split_files[0]) if split_files else _load_folders(root)
     log.info(
         "dataset %s from %s: %d classes, %d train / %d val / %d test images",
         dataset.name,
@@ -77,7 +90,8 @@ def load_dataset(path: str | Path) -> Dataset:
     return dataset
 
 
-def _load_zhou(root: Path, split_file: Path) -> Dataset:
+def load_zhou(root: Path, split_file: Path) -> Dataset:
+    """A dataset described by a split_zhou-format file; its name is the file's <Name> part."""
     splits = _read_split(split_file, root)
     labels: dict[int, str] = {}
     for samples in splits.values():
@@ -119,7 +133,10 @@ def _read_split(split_file: Path, root: Path) -> dict[str, list[Sample]]:
             f"{len(missing)} images listed in {split_file} are missing under {image_dir} "
             f"(e.g. {shown}): download the complete dataset or regenerate the split"
         )
-    return {key: [Sample(image_dir / rel, label, name) for rel, label, name in items[key]] for key in SPLIT_KEYS}
+    return {
+        key: [Sample(image_dir / rel, label, clean_classname(name)) for rel, label, name in items[key]]
+        for key in SPLIT_KEYS
+    }
 
 
 def _check_item(split_file: Path, key: str, index: int, item: object) -> tuple[str, int, str]:
@@ -188,19 +205,15 @@ def _has_class_folders(path: Path) -> bool:
 
 
 def _scan_classes(root: Path) -> tuple[list[str], list[Sample]]:
-    """Class folders sorted by name give labels 0..n-1; underscores in names become spaces."""
+    """Class folders sorted by name give labels 0..n-1, named by clean_classname."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DataError(f"no class folders in {root}: expected {root}/<classname>/<images> or a split_zhou_<Name>.json")
     classnames: list[str] = []
     samples: list[Sample] = []
     for label, folder in enumerate(folders):
-        name = folder.name.replace("_", " ")
-        files = sorted(
-            p
-            for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        name = clean_classname(folder.name)
+        files = list_images(folder)
         if not files:
             raise DataError(
                 f"class folder {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}):"
@@ -209,6 +222,15 @@ def _scan_classes(root: Path) -> tuple[list[str], list[Sample]]:
         classnames.append(name)
         samples.extend(Sample(f, label, name) for f in files)
     return classnames, samples
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted by name; hidden files and other suffixes skipped."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def few_shot(samples: list[Sample], shots: int, seed: int) -> list[Sample]:
@@ -265,6 +287,29 @@ def class_subset(dataset: Dataset, which: str) -> tuple[list[str], Callable[[lis
         return select_classes(samples, labels)
 
     return [dataset.classnames[i] for i in labels], restrict
+
+
+def require_train(dataset: Dataset) -> Dataset:
+    """Stop early when a dataset has nothing to train on (ImageNet-V2/-Sketch/-A/-R are test-only)."""
+    if not dataset.train:
+        raise DataError(
+            f"{dataset.name} at {dataset.root} has no training images (a test-only set): "
+            "train on another dataset and test on this one (vpt-eval domain-gen --targets)"
+        )
+    return dataset
+
+
+def subset_dataset(dataset: Dataset, which: str) -> Dataset:
+    """The dataset cut to its base/new/all classes (relabelled), named "<name>-<which>"."""
+    names, restrict = class_subset(dataset, which)
+    return Dataset(
+        f"{dataset.name}-{which}",
+        dataset.root,
+        names,
+        restrict(dataset.train),
+        restrict(dataset.val),
+        restrict(dataset.test),
+    )
 
 
 def save_split(path: Path, root: Path, splits: dict[str, list[Sample]]) -> None:

@@ -42,9 +42,13 @@ class FitConfig:
 
 
 def lr_at(cfg: FitConfig, epoch: int) -> float:
+    """Dassl's ConstantWarmupScheduler around CosineAnnealingLR(T_max=epochs), WARMUP_RECOUNT on:
+    the warm-up epochs run at warmup_lr, then the cosine starts from its own step 0, so epoch e
+    uses cos(pi * (e - warmup) / epochs) (10 epochs: 1e-5, 2.0e-3, 1.951e-3, ..., 1.91e-4)."""
     if epoch < cfg.warmup_epochs:
         return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
+    step = epoch - cfg.warmup_epochs
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * step / max(cfg.epochs, 1)))
 
 
 def _save_checkpoint(path: Path, clf: PromptClassifier, opt: torch.optim.Optimizer, epoch: int, gen) -> None:

@@ -27,7 +27,7 @@ from training.calibration import (
 from training.classifier import PromptClassifier
 from training.data import Dataset, Sample, class_subset, few_shot, load_split, save_split
 from training.evaluate import evaluate, predict_logits
-from training.features import encode_samples
+from training.features import AugmentedFeatures, encode_samples
 from training.fit import FitConfig, fit
 from training.learners import LearnerConfig
 
@@ -55,6 +55,7 @@ class DataConfig:
     classes: str = "base"  # base (first half of the labels), new or all
     shots: int = 16  # images per class (<= 0: all)
     split: Path | None = None  # reuse a few-shot split file written by an earlier run
+    augment: bool = False  # random resized crop + flip, re-encoded every epoch (training/features.py)
 
 
 def held_out(dataset: Dataset, restrict, shots: list[Sample], max_per_class: int, seed: int) -> list[Sample]:
@@ -98,7 +99,7 @@ def calibrate(
 def fit_posterior(
     clf: PromptClassifier,
     fit_cfg: FitConfig,
-    train: tuple[torch.Tensor, torch.Tensor],
+    train: tuple[torch.Tensor | AugmentedFeatures, torch.Tensor],
     held: tuple[torch.Tensor, torch.Tensor] | None,
     calibration: CalibrationConfig = CalibrationConfig(),
     checkpoint: Path | None = None,
@@ -142,12 +143,13 @@ def train_posterior(
     log.info("training %s on %d images of %d %s classes", learner.variant, len(shots), len(classnames), data.classes)
     clf = PromptClassifier.create(backbone, learner, classnames)  # refuses a bad config before any encoding
     train = encode_samples(backbone, shots, desc="train features")
+    fitted_on = (AugmentedFeatures(backbone, shots), train[1]) if data.augment else train
     held = None
     if calibration.enabled:
         pool = held_out(dataset, restrict, shots, calibration.max_per_class, fit_cfg.seed)
         held = encode_samples(backbone, pool, desc="held-out features") if pool else None
     checkpoint = out.with_suffix(".ckpt")
-    summary, cal = fit_posterior(clf, fit_cfg, train, held, calibration, checkpoint, resume)
+    summary, cal = fit_posterior(clf, fit_cfg, fitted_on, held, calibration, checkpoint, resume)
     metrics: dict[str, Any] = {"train": {**summary, **evaluate(clf, *train, fit_cfg.samples, fit_cfg.seed)}}
     if cal is not None:
         metrics["calibration"] = {"n": len(cal.scores), "temperature": cal.temperature}
@@ -164,6 +166,7 @@ def train_posterior(
         "dataset": dataset.name,
         "classes": data.classes,
         "shots": data.shots,
+        "augment": data.augment,
         "n_train": len(shots),
         "calibration": asdict(calibration),
         **(sources or {}),

@@ -1,7 +1,8 @@
-"""Write a base-to-new result as JSON, a Markdown table and PNG plots."""
+"""Write a protocol's result (base2new, few-shot, cross-dataset, domain-gen) as JSON, Markdown and PNG plots."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -108,24 +109,44 @@ def plot_accuracy(summary: dict[str, dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_reliability(curves: dict[str, Any], path: Path, bins: int = 15) -> None:
+def _reliability_bars(ax, data: dict[str, list[float]], title: str, bins: int) -> None:
+    """Accuracy per confidence bin against the diagonal, on one axis."""
+    edges = np.linspace(0, 1, bins + 1)
+    conf, correct = np.asarray(data["confidence"]), np.asarray(data["correct"])
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    acc = [correct[which == b].mean() if (which == b).any() else 0.0 for b in range(bins)]
+    ax.bar(edges[:-1], acc, width=1 / bins, align="edge", edgecolor="black", linewidth=0.5)
+    ax.plot([0, 1], [0, 1], "r--", linewidth=1)
+    ax.set_title(title)
+    ax.set_xlabel("confidence")
+
+
+def plot_calibration_reliability(curves: dict[str, Any], path: Path, bins: int = 15) -> None:
     """Reliability on base test images, before (raw) and after the temperature, one column per method."""
     methods = list(curves)
     fig, axes = plt.subplots(2, len(methods), figsize=(3 * len(methods), 6), squeeze=False)
-    edges = np.linspace(0, 1, bins + 1)
     for col, method in enumerate(methods):
         for row, kind in enumerate(("raw", "calibrated")):
-            ax = axes[row][col]
-            data = curves[method]["reliability"][kind]
-            conf, correct = np.asarray(data["confidence"]), np.asarray(data["correct"])
-            which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-            acc = [correct[which == b].mean() if (which == b).any() else 0.0 for b in range(bins)]
-            ax.bar(edges[:-1], acc, width=1 / bins, align="edge", edgecolor="black", linewidth=0.5)
-            ax.plot([0, 1], [0, 1], "r--", linewidth=1)
-            ax.set_title(f"{method} ({kind})")
-            ax.set_xlabel("confidence")
+            _reliability_bars(axes[row][col], curves[method]["reliability"][kind], f"{method} ({kind})", bins)
         axes[0][col].set_ylabel("accuracy")
     fig.suptitle("reliability on base test images, before and after temperature scaling")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(
+    reliability: dict[str, dict[str, list[float]]],
+    path: Path,
+    bins: int = 15,
+    title: str = "reliability (base + new test images)",
+) -> None:
+    methods = list(reliability)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3 * len(methods), 3), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        _reliability_bars(ax, reliability[method], method, bins)
+    axes[0][0].set_ylabel("accuracy")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -188,7 +209,120 @@ def write_report(result: dict[str, Any], out: Path, command: str) -> Path:
         "![reliability](reliability.png)\n\n![coverage](coverage.png)\n\n![roc](roc.png)\n"
     )
     plot_accuracy(result["summary"], out / "accuracy.png")
-    plot_reliability(result["curves"], out / "reliability.png")
+    plot_calibration_reliability(result["curves"], out / "reliability.png")
     plot_coverage(result["curves"], out / "coverage.png")
     plot_roc(result["curves"], out / "roc.png")
     return out / "base2new.md"
+
+
+# --- few-shot curves ----------------------------------------------------------------------------
+
+FEWSHOT_PANELS = (
+    ("base_accuracy", "base accuracy"),
+    ("new_accuracy", "new accuracy"),
+    ("hm", "HM"),
+    ("new_ece", "new ECE"),
+)
+
+
+def _fewshot_value(stats: dict[str, float], key: str) -> float:
+    if key == "hm":
+        return harmonic_mean(stats.get("base_accuracy_mean", 0.0), stats.get("new_accuracy_mean", 0.0))
+    return stats.get(f"{key}_mean", float("nan"))
+
+
+def fewshot_table(result: dict[str, Any]) -> str:
+    """One row per (method, shots): mean ± std over seeds, HM of the means."""
+    head = "| method | shots | epochs (steps) | base acc | new acc | HM | new ECE |\n|---|---|---|---|---|---|---|\n"
+    rows = []
+    methods = list(next(iter(result["per_shots"].values()))["summary"])
+    for method in methods:
+        for k, entry in result["per_shots"].items():
+            s = entry["summary"][method]
+            rows.append(
+                f"| {method} | {k} | {entry['epochs']} ({entry['steps']}) | {_pm(s, 'base_accuracy')} "
+                f"| {_pm(s, 'new_accuracy')} | {100 * _fewshot_value(s, 'hm'):.1f} | {_pm(s, 'new_ece')} |"
+            )
+    return head + "\n".join(rows) + "\n"
+
+
+def plot_fewshot(result: dict[str, Any], path: Path) -> None:
+    shots = [int(k) for k in result["per_shots"]]
+    methods = list(next(iter(result["per_shots"].values()))["summary"])
+    fig, axes = plt.subplots(1, len(FEWSHOT_PANELS), figsize=(3.2 * len(FEWSHOT_PANELS), 3), squeeze=False)
+    for ax, (key, title) in zip(axes[0], FEWSHOT_PANELS):
+        for method in methods:
+            values = [100 * _fewshot_value(result["per_shots"][str(k)]["summary"][method], key) for k in shots]
+            ax.plot(shots, values, marker="o", label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(k) for k in shots])
+        ax.set_xlabel("shots per class")
+        ax.set_title(f"{title} (%)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_fewshot_report(result: dict[str, Any], out: Path, command: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "fewshot.json", result | {"command": command})
+    (out / "fewshot.md").write_text(
+        f"# Few-shot results (base-to-new at each shot count)\n\nCommand: `{command}`\n\n{fewshot_table(result)}\n"
+        f"Each run takes about {result['target_steps']} optimiser steps whatever the shot count (whole epochs). "
+        "Accuracies and ECE in %, mean ± std over seeds; HM of the mean base and mean new accuracy.\n\n"
+        "![few-shot curves](fewshot.png)\n"
+    )
+    plot_fewshot(result, out / "fewshot.png")
+    return out / "fewshot.md"
+
+
+# --- cross-dataset transfer and domain generalisation -------------------------------------------
+
+
+def transfer_table(result: dict[str, Any], metric: str) -> str:
+    """Methods x datasets (the source first, then the targets and their mean) for one metric."""
+    cols = result["datasets"]
+    head = "| method | " + " | ".join(cols) + " | target mean |\n|---|" + "---|" * (len(cols) + 1) + "\n"
+    rows = []
+    for method, s in result["summary"].items():
+        mean = statistics.fmean(s.get(f"{t}/{metric}_mean", float("nan")) for t in result["targets"])
+        cells = [_pm(s, f"{name}/{metric}") for name in cols] + [f"{100 * mean:.1f}"]
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + "\n"
+
+
+def plot_transfer(result: dict[str, Any], path: Path, title: str) -> None:
+    cols, methods = result["datasets"], list(result["summary"])
+    x = np.arange(len(cols))
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cols) + 2), 3.5))
+    for i, method in enumerate(methods):
+        s = result["summary"][method]
+        means = [100 * s.get(f"{c}/accuracy_mean", 0.0) for c in cols]
+        stds = [100 * s.get(f"{c}/accuracy_std", 0.0) for c in cols]
+        ax.bar(x - 0.4 + width * (i + 0.5), means, width, yerr=stds, capsize=2, label=method)
+    ax.set_xticks(x, cols, rotation=20)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_transfer_report(result: dict[str, Any], out: Path, command: str, protocol: str, title: str) -> Path:
+    """<protocol>.json, <protocol>.md, accuracy.png and reliability.png (target images) under out."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{protocol}.json", {k: v for k, v in result.items() if k != "reliability"} | {"command": command})
+    (out / f"{protocol}.md").write_text(
+        f"# {title}\n\nCommand: `{command}`\n\nTrained on {result['source']}; tested unchanged on each "
+        "target with the target's class names.\n\n"
+        f"## Accuracy (%)\n\n{transfer_table(result, 'accuracy')}\n"
+        f"## ECE (%)\n\n{transfer_table(result, 'ece')}\n"
+        "Mean ± std over seeds.\n\n![accuracy](accuracy.png)\n\n![reliability](reliability.png)\n"
+    )
+    plot_transfer(result, out / "accuracy.png", title)
+    plot_reliability(result["reliability"], out / "reliability.png", title="reliability (target test images)")
+    return out / f"{protocol}.md"

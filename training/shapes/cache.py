@@ -79,6 +79,14 @@ def _export(out: Path) -> None:
     export_downstream(out, TRAIN_PER_CLASS, TEST_PER_CLASS, seed=0, n_per_class_val=VAL_PER_CLASS)
 
 
+def _export_clean(out: Path) -> None:
+    from training.shapes.export import export_downstream
+    from training.shapes.world import WorldConfig
+
+    clean = WorldConfig(downstream_shift_fraction=0.0)
+    export_downstream(out, TRAIN_PER_CLASS, TEST_PER_CLASS, seed=0, world=clean, n_per_class_val=VAL_PER_CLASS)
+
+
 def world_dir(root: Path | None, quick: bool) -> Path:
     """<root>/shapes[-quick]-<recipe digest>: where this code's world of that size lives."""
     from training.shapes.pretrain import size_defaults
@@ -105,3 +113,12 @@ def ensure_world(root: Path | None, quick: bool, say: Callable[[str], None] = pr
         )
         cached_step(root / "dataset", "shapes world: rendering the downstream data set", _export, say)
     return World(root / "backbone" / "backbone.json", root / "backbone" / "weights.safetensors", root / "dataset")
+
+
+def ensure_clean_set(root: Path | None, quick: bool, say: Callable[[str], None] = print) -> Path:
+    """The downstream set in the clean style (same classes and sizes as world.dataset, which is
+    infrared): the source of the transfer protocols on the shapes world. Rendered once, seconds."""
+    root = world_dir(root, quick)
+    with build_lock(root):
+        cached_step(root / "dataset-clean", "shapes world: rendering the clean-style data set", _export_clean, say)
+    return root / "dataset-clean"
