@@ -193,6 +193,7 @@ def test_changing_classes_asks_for_the_token(browser, tmp_path_factory):
 
 def test_api_docs_render_offline_under_their_policy(browser, server: Server):
     """Swagger UI comes from the server itself and runs under script-src 'self' (no CDN, no inline script)."""
+    browser.get_log("browser")  # drop what earlier tests left (the log is read since its last reading)
     browser.get(server.url + "/docs")
     wait_for(browser, lambda d: d.find_elements("css selector", ".opblock-summary-path"), "the operations listed")
     paths = {e.text.replace("\u200b", "") for e in browser.find_elements("css selector", ".opblock-summary-path")}
