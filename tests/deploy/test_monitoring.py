@@ -58,7 +58,9 @@ def test_uncertainty_metrics_are_exported(server):
     for wanted in (
         "vpt_prediction_entropy_nats_bucket",
         "vpt_prediction_mutual_information_nats_bucket",
-        "vpt_uncertain_predictions_total",
+        "vpt_unknown_predictions_total",
+        "vpt_prediction_set_size_bucket",
+        "vpt_calibrated",
     ):
         assert wanted in names
 
@@ -76,7 +78,7 @@ def test_dashboard_queries_only_exported_metrics(server):
         "vpt_queue_depth",
         "vpt_prediction_entropy_nats_bucket",
         "vpt_prediction_mutual_information_nats_bucket",
-        "vpt_uncertain_predictions_total",
+        "vpt_unknown_predictions_total",
     ):
         assert wanted in used
 
