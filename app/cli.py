@@ -23,18 +23,27 @@ from app.config import Settings
 log = logging.getLogger("app.cli")
 
 
-def configure_logging(level: str) -> None:
+class _Listener(QueueListener):
+    def stop(self) -> None:
+        """Idempotent: stopped early to flush, and again at exit."""
+        if self._thread is not None:
+            super().stop()
+
+
+def configure_logging(level: str) -> QueueListener:
     """Log lines are formatted and written by a background thread (QueueListener), so the event loop
-    only enqueues a record per request line and never waits on stderr."""
+    only enqueues a record per request line and never waits on stderr. Stop the returned listener
+    to flush it (e.g. before a final error line, which must come last)."""
     queue: Queue = Queue(-1)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    listener = QueueListener(queue, handler, respect_handler_level=False)
+    listener = _Listener(queue, handler, respect_handler_level=False)
     listener.start()
     atexit.register(listener.stop)
     root = logging.getLogger()
     root.handlers[:] = [QueueHandler(queue)]
     root.setLevel(level.upper())
+    return listener
 
 
 def _flag(name: str) -> str:
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"error: {_settings_error(exc)}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    listener = configure_logging(settings.log_level)
     errors = _user_errors()
     try:
         if settings.demo:
@@ -146,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         ClassRegistry(settings.registry_path).close()  # unwritable registry: fail now, not at start-up
         engine = load_engine(settings)
     except errors as exc:
+        listener.stop()  # what was logged before the failure is written before the error line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -80,7 +80,8 @@ def fit_method(
     torch.manual_seed(seed)
     clf = PromptClassifier.create(backbone, LearnerConfig(method, **cfg.learner), classnames)
     fit_cfg = FitConfig(**{**cfg.fit.as_dict(), "seed": seed})
-    calibration = cfg.calibration if held is not None else dataclasses.replace(cfg.calibration, enabled=False)
+    # calibrated with the evaluation's M, so held-out and test predictions are the same estimator
+    calibration = dataclasses.replace(cfg.calibration, samples=cfg.eval_samples, enabled=held is not None)
     summary, cal = fit_posterior(clf, fit_cfg, train, held, calibration)
     return clf, summary, cal
 
