@@ -1,6 +1,7 @@
 """vpt-eval base2new: train every method on base classes, test on base and new, over seeds.
 
-Without --data it runs on the shapes world (pretrained and exported on first use, then cached).
+Without --data it runs on the shapes world: the backbone shipped in the package (the same numbers on
+every machine; --pretrain-world pretrains one here instead) and a data set rendered on first use, then cached.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="CoOp-layout or class-per-folder dataset (default: the shapes world)")
     p.add_argument("--world-dir", type=Path, default=None, help="where the shapes world is cached (default: data dir)")
     p.add_argument("--quick", action="store_true", help="one seed, few epochs, the quick shapes backbone")
+    p.add_argument(
+        "--pretrain-world",
+        action="store_true",
+        help="pretrain the shapes backbone here instead of using the shipped one (minutes; differs by machine)",
+    )
     p.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--shots", type=int, default=16)
@@ -54,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None:
         from training.shapes.cache import ensure_world
 
-        world = ensure_world(args.world_dir, quick=args.quick)
+        world = ensure_world(args.world_dir, quick=args.quick, pretrain=args.pretrain_world)
         data, backbone_arg, weights_arg = world.dataset, str(world.config), str(world.weights)
     else:
         if not args.backbone:

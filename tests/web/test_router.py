@@ -73,3 +73,27 @@ def test_create_app_serves_the_page(tmp_path: Path) -> None:
     client = TestClient(app)  # no lifespan: the page needs no model
     assert client.get("/").status_code == 200, "create_app must include app.web.router"
     assert client.get("/ui/config").json()["max_samples"] == 20
+
+
+def test_examples_are_offered_only_by_the_demo(tmp_path: Path) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    plain = make_client(tmp_path)
+    assert plain.get("/ui/config").json()["examples"] == []
+    assert plain.get("/examples/red-circle.png").status_code == 404  # shapes pictures mean nothing to other models
+
+    demo = make_client(tmp_path, demo=True)
+    examples = demo.get("/ui/config").json()["examples"]
+    assert len(examples) >= 3 and len({e["name"] for e in examples}) == len(examples)
+    colours = []
+    for ex in examples:
+        response = demo.get(ex["url"])
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        image = Image.open(BytesIO(response.content))
+        assert image.size == (32, 32) and ex["title"] and ex["note"]
+        colours.append(image.convert("RGB").getcolors(32 * 32))
+    assert len({str(c) for c in colours}) == len(examples)  # different pictures
+    missing = demo.get("/examples/no-such-thing.png")
+    assert missing.status_code == 404 and "GET /ui/config" in missing.json()["detail"]
