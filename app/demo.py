@@ -36,11 +36,14 @@ class Example:
     title: str
     note: str
     label: str | None  # the world class it shows (None: no class at all)
+    index: int = 0  # which picture of that class (the "eval" stream of the world, clean style)
 
 
+# A fitted (base) class, a class the posterior never saw (new: known by its name only), and no class.
+# The pictures are drawn from the world as it renders them; these indices are among the clear ones.
 EXAMPLES: tuple[Example, ...] = (
-    Example("red-circle", "red circle", "a class the posterior was fitted on", "red circle"),
-    Example("blue-triangle", "blue triangle", "a class it only knows by name (zero-shot)", "blue triangle"),
+    Example("yellow-heart", "yellow heart", "a class the posterior was fitted on", "yellow heart", 5),
+    Example("blue-triangle", "blue triangle", "a class it knows by name only (zero-shot)", "blue triangle", 0),
     Example("black", "all black", "no class at all", None),
 )
 
@@ -65,7 +68,7 @@ def example_png(name: str) -> bytes | None:
     if example.label is None:
         pixels = np.zeros((cfg.image_size, cfg.image_size, 3), np.uint8)
     else:
-        pixels, _ = labelled_sample(cfg, 0, "eval", 0, classnames().index(example.label), 0.0)
+        pixels, _ = labelled_sample(cfg, 0, "eval", example.index, classnames().index(example.label), 0.0)
     buf = io.BytesIO()
     Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()

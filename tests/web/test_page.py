@@ -118,11 +118,11 @@ def test_each_example_is_one_click_from_its_reading(browser, server: Server, art
             "return [...document.querySelectorAll('.example[aria-pressed=true]')].map(b => b.dataset.example)"
         )
         assert pressed == [example.name]
-        if example.name == "red-circle":
+        if example.name == "yellow-heart":
             shot = artifacts / "page-example.png"
             save_full_page(browser, shot)
             copy_if_asked(shot)
-    assert answers["red-circle"][0] == "confident" and answers["red-circle"][1][0] == "red circle"
+    assert answers["yellow-heart"][0] == "confident" and answers["yellow-heart"][1][0] == "yellow heart"
     assert answers["blue-triangle"][1][0] == "blue triangle"  # registered by name only, never fitted
     assert answers["black"][0] in ("unsure", "unknown")  # no class: the page does not read it as confident
 

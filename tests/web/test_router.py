@@ -82,7 +82,7 @@ def test_examples_are_offered_only_by_the_demo(tmp_path: Path) -> None:
 
     plain = make_client(tmp_path)
     assert plain.get("/ui/config").json()["examples"] == []
-    assert plain.get("/examples/red-circle.png").status_code == 404  # shapes pictures mean nothing to other models
+    assert plain.get("/examples/yellow-heart.png").status_code == 404  # shapes pictures mean nothing to other models
 
     demo = make_client(tmp_path, demo=True)
     examples = demo.get("/ui/config").json()["examples"]
