@@ -115,12 +115,12 @@ def load_engine(settings: Settings):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from app.demo import DemoError
     from app.engine.errors import EngineError
     from app.registry import RegistryError
     from training.artifact import ArtifactError
     from training.backbone import BackboneError
     from training.data import DataError
+    from training.shapes.prebuilt import PrebuiltError
     from training.text_tower import PromptError
 
     return (
@@ -128,7 +128,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ArtifactError,
         EngineError,
         RegistryError,
-        DemoError,
+        PrebuiltError,
         DataError,
         PromptError,
         FileNotFoundError,

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     samples: int = Field(20, ge=1, description="Monte Carlo samples per image when a request gives none")
     max_samples: int = Field(20, ge=1, description="largest `samples` a request may ask for (size of the sample bank)")
     seed: int = Field(0, description="seed of the engine's residual bank (answers are reproducible)")
-    demo: bool = Field(False, description="build (first run) and serve the offline shapes demo model")
+    demo: bool = Field(False, description="serve the shapes demo model shipped in the package (builds nothing)")
     classes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="classes to register when the registry is new (default: the artifact's); "
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     max_classes: int = Field(10_000, ge=1, description="registered classes in all")
 
     # storage, auth, network
-    data_dir: Path = Field(DEFAULT_DATA_DIR, description="demo cache and default registry location")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="where the demo unpacks its backbone; registry default")
     registry: Path | None = Field(
         None, description="SQLite file of registered classes (default DATA_DIR/classes.sqlite)"
     )

@@ -1,100 +1,74 @@
-"""`vpt-serve --demo`: build (once, offline) and cache a small shapes-world model to serve.
+"""`vpt-serve --demo`: serve the prebuilt shapes model shipped in the package, building nothing.
 
-Under DATA_DIR: shapes-quick-<recipe digest>/ holds the quick shapes CLIP and the downstream data set in the
-CoOp layout (shared with `vpt-eval base2new --quick`; see training/shapes/cache.py) plus
-demo-vpt-<weights sha>.safetensors, a quick unconditional `vpt` posterior fitted by `vpt-train`
-on the base half; demo/classes.sqlite is the demo's class registry. Steps resume after an
-interruption; a file lock keeps two servers from building at once.
+The backbone is unpacked once under DATA_DIR (prebuilt-<weights sha>/, a second or two; see
+training/shapes/prebuilt.py), the posterior is read from the package, demo/classes.sqlite is the
+demo's class registry. The example pictures the page offers are rendered from the shapes world
+on request (a few pixels, the same on every machine).
 """
 
 from __future__ import annotations
 
-import logging
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.backbone import file_sha256
-from training.shapes.cache import build_lock, cached_step, ensure_world
+import numpy as np
+from PIL import Image
 
-log = logging.getLogger(__name__)
-
-TRAIN_ARGS = (
-    "--variant",
-    "vpt",
-    "--shots",
-    "16",
-    "--classes",
-    "base",
-    "--epochs",
-    "5",
-    "--batch-size",
-    "32",
-    "--samples",
-    "5",
-    "--lr",
-    "0.01",
-    "--warmup-epochs",
-    "0",
-    "--device",
-    "cpu",
-)
-
-
-class DemoError(RuntimeError):
-    """A demo build step failed; the message says which."""
+from training.shapes.prebuilt import posterior_path, shipped_backbone
 
 
 @dataclass(frozen=True)
 class DemoModel:
     backbone: Path  # backbone.json (open_clip model config)
     weights: Path  # weights.safetensors
-    posterior: Path  # vpt.safetensors
+    posterior: Path  # the shipped vpt posterior
     classnames: list[str]  # every class of the world: base (trained) and new (zero-shot)
     registry: Path  # the demo's own class registry
 
 
+@dataclass(frozen=True)
+class Example:
+    """One picture the page offers with a click, and what a visitor should learn from its answer."""
+
+    name: str  # URL slug: GET /examples/<name>.png
+    title: str
+    note: str
+    label: str | None  # the world class it shows (None: no class at all)
+    index: int = 0  # which picture of that class (the "eval" stream of the world, clean style)
+
+
+# A fitted (base) class, a class the posterior never saw (new: known by its name only), and no class.
+# The pictures are drawn from the world as it renders them; these indices are among the clear ones.
+EXAMPLES: tuple[Example, ...] = (
+    Example("yellow-heart", "yellow heart", "a class the posterior was fitted on", "yellow heart", 5),
+    Example("blue-triangle", "blue triangle", "a class it knows by name only (zero-shot)", "blue triangle", 0),
+    Example("black", "all black", "no class at all", None),
+)
+
+
 def prepare_demo(data_dir: Path, say: Callable[[str], None] = print) -> DemoModel:
-    """Build what is missing under data_dir and return the paths to serve."""
+    """Paths to serve: the shipped backbone (unpacked once under data_dir) and posterior."""
     from training.shapes.world import classnames
 
     data_dir = Path(data_dir).expanduser()
-    world = ensure_world(data_dir, quick=True, say=lambda line: say(f"demo: {line}"))
-    # Named after the weights it was fitted on: a rebuilt backbone never meets a stale posterior.
-    world_root = world.dataset.parent
-    posterior = world_root / f"demo-vpt-{file_sha256(world.weights)[:12]}.safetensors"
-    with build_lock(world_root):
-        cached_step(
-            posterior,
-            "demo: fitting a quick vpt posterior on the base classes",
-            lambda tmp: _train(world.dataset, world.config, world.weights, tmp),
-            say,
-        )
-    registry = data_dir / "demo" / "classes.sqlite"
-    return DemoModel(world.config, world.weights, posterior, classnames(), registry)
+    config, weights = shipped_backbone(data_dir, say=lambda line: say(f"demo: {line}"))
+    return DemoModel(config, weights, posterior_path(), classnames(), data_dir / "demo" / "classes.sqlite")
 
 
-def _train(dataset: Path, config: Path, weights: Path, out: Path) -> None:
-    from training.cli_train import main as train_main
+def example_png(name: str) -> bytes | None:
+    """The PNG of example `name` (a clean 32 px picture of the shapes world), None if there is none."""
+    from training.shapes.world import WorldConfig, classnames, labelled_sample
 
-    # vpt-train insists on a .safetensors suffix: train into a sibling, then move.
-    target = out.with_name(out.name + ".safetensors")
-    code = train_main(
-        [
-            "--data",
-            str(dataset),
-            "--backbone",
-            str(config),
-            "--weights",
-            str(weights),
-            "--out",
-            str(target),
-            *TRAIN_ARGS,
-        ]
-    )
-    if code != 0 or not target.is_file():
-        raise DemoError(f"vpt-train failed for the demo posterior (exit {code})")
-    target.replace(out)
-    for extra in target.parent.glob(target.stem + ".*"):  # split file, checkpoint
-        if extra.name != out.name:
-            extra.unlink(missing_ok=True)
+    example = next((e for e in EXAMPLES if e.name == name), None)
+    if example is None:
+        return None
+    cfg = WorldConfig()
+    if example.label is None:
+        pixels = np.zeros((cfg.image_size, cfg.image_size, 3), np.uint8)
+    else:
+        pixels, _ = labelled_sample(cfg, 0, "eval", example.index, classnames().index(example.label), 0.0)
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

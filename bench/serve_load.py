@@ -1,9 +1,8 @@
 """Load test of the real server: dynamic batching on vs off (max batch size 1).
 
-Starts `vpt-serve --demo` on a free loopback port (the first run builds the demo model, a few
-minutes), sends a bounded number of /classify requests from N concurrent clients, reads the
-batch-size histogram from /metrics, then does the same with --max-batch-size 1. Prints one
-table row per run and ends with
+Starts `vpt-serve --demo` on a free loopback port (the shipped model: ready in seconds), sends a
+bounded number of /classify requests from N concurrent clients, reads the batch-size histogram
+from /metrics, then does the same with --max-batch-size 1. Prints one table row per run and ends with
 
     RESULT batching_speedup=<throughput ratio> p99_ms=<p99 with batching> errors=<failed requests>
 
@@ -20,7 +19,6 @@ import argparse
 import asyncio
 import io
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -62,18 +60,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load_images(data_dir: Path | None, count: int) -> list[bytes]:
-    """PNG bytes of demo test images when the demo data set exists, else random noise images."""
-    found: list[Path] = []
-    if data_dir is not None:  # the demo's data set (shapes-quick-<digest>/)
-        found = sorted(data_dir.glob("shapes-quick-*/dataset/images/*/test_*.png"))
-    rng = random.Random(0)
-    if found:
-        return [p.read_bytes() for p in rng.sample(found, min(count, len(found)))]
+def load_images(count: int) -> list[bytes]:
+    """PNG bytes of pictures of the demo's world: every class in turn, half of them infrared."""
+    from training.shapes.world import WorldConfig, classnames, labelled_sample
+
+    cfg, n_classes = WorldConfig(), len(classnames())
     images = []
     for i in range(count):
+        pixels, _ = labelled_sample(cfg, 0, "test", i, i % n_classes, 0.5)
         buf = io.BytesIO()
-        Image.effect_noise((64, 64), 40 + i % 50).convert("RGB").save(buf, format="PNG")
+        Image.fromarray(pixels).save(buf, format="PNG")
         images.append(buf.getvalue())
     return images
 
@@ -90,7 +86,7 @@ class ServerProcess:
         env = dict(os.environ)
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)  # its output (demo build progress) shows here
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)  # its output shows here
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -284,21 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     p.add_argument("--samples", type=int, default=None, help="samples per request (server default when unset)")
     p.add_argument("--top-k", type=int, default=5, help="classes per answer (0: all)")
-    p.add_argument("--data-dir", type=Path, default=None, help="VPT_DATA_DIR for the demo cache")
+    p.add_argument("--data-dir", type=Path, default=None, help="VPT_DATA_DIR for the demo")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the server")
-    p.add_argument("--start-timeout", type=float, default=900.0, help="seconds to wait for /readyz (demo build)")
+    p.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for /readyz")
     args = p.parse_args(argv)
     if args.clients < 1 or args.requests < 1:
         p.error("--clients and --requests must be positive")
 
-    data_dir = args.data_dir
-    if data_dir is None:
-        from app.config import Settings
-
-        data_dir = Settings().data_dir
+    images = load_images(64)
     results = []
     for name, size in (("batching", args.max_batch_size), ("no batching", 1)):
-        images = load_images(data_dir, 64)  # after the first server start the demo images exist
         print(f"run '{name}': max batch size {size}, {args.clients} clients, {args.requests} requests", flush=True)
         results.append(run_once(args, name, size, images))
 

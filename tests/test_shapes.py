@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
-from training.backbone import load_backbone
+from training.backbone import file_sha256, load_backbone
 from training.data import load_dataset
-from training.shapes import pretrain
+from training.shapes import cache, prebuilt, pretrain
 from training.shapes.cache import world_dir
 from training.shapes.captions import caption_for
 from training.shapes.evaluate import encode_images
@@ -79,17 +80,38 @@ def test_downstream_share_of_infrared_is_a_dial(tmp_path: Path) -> None:
 
 
 def test_world_cache_is_keyed_by_its_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    quick, default = world_dir(tmp_path, quick=True), world_dir(tmp_path, quick=False)
-    assert quick.parent == default.parent == tmp_path and quick != default
+    quick, default = world_dir(tmp_path, quick=True), world_dir(tmp_path, quick=False, pretrain=True)
+    shipped = world_dir(tmp_path, quick=False)
+    assert quick.parent == default.parent == shipped.parent == tmp_path and len({quick, default, shipped}) == 3
+    assert shipped.name.startswith("shapes-prebuilt-")  # the default world uses the shipped backbone
     assert world_dir(tmp_path, quick=True) == quick  # stable
     monkeypatch.setattr(pretrain, "QUICK_STEPS", pretrain.QUICK_STEPS + 1)
     assert world_dir(tmp_path, quick=True) != quick  # a changed recipe never reuses a stale world
+    record = prebuilt.manifest()
+    record["backbone"] = {**record["backbone"], "weights_sha256": "0" * 64}
+    monkeypatch.setattr(prebuilt, "manifest", lambda: record)
+    assert world_dir(tmp_path, quick=False) != shipped  # other shipped weights, another world
+
+
+def test_default_world_uses_the_shipped_backbone_and_pretrains_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pretraining(out: Path, quick: bool) -> None:
+        raise AssertionError("the default world must not pretrain")
+
+    monkeypatch.setattr(cache, "_pretrain", no_pretraining)
+    monkeypatch.setattr(cache, "_export", lambda out: out.mkdir())
+    world = cache.ensure_world(tmp_path, quick=False, say=lambda line: None)
+    assert world.weights.parent.name.startswith("prebuilt-") and world.config.name == "backbone.json"
+    assert file_sha256(world.weights) == prebuilt.manifest()["backbone"]["weights_sha256"]
+    assert world.dataset.is_dir() and world.dataset.parent == world_dir(tmp_path, quick=False)
 
 
 @pytest.fixture(scope="module")
 def quick_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one pretraining of the suite (everything else uses the shipped backbone)."""
     out = tmp_path_factory.mktemp("backbone")
-    pretrain_main(["--out", str(out), "--quick", "--steps", "150", "--seed", "0"])
+    pretrain_main(["--out", str(out), "--quick", "--steps", "80", "--seed", "0"])  # ~20 s: 19% clean
     return out
 
 
@@ -105,3 +127,32 @@ def test_pretrained_backbone_loads_through_load_backbone(quick_backbone: Path) -
     pixels, _ = downstream_sample(WorldConfig(), 0, "test", 0, 5)
     via_preprocess = backbone.encode_images(backbone.preprocess(Image.fromarray(pixels)).unsqueeze(0))
     torch.testing.assert_close(via_preprocess, encode_images(backbone.model, pixels[None]))
+
+
+def test_packing_keeps_the_trained_token_rows_and_regenerates_the_rest(quick_backbone: Path, tmp_path: Path) -> None:
+    weights = quick_backbone / "weights.safetensors"
+    initial, tokenizer, _ = pretrain.create_model(quick_backbone / "backbone.json", 0, "cpu")
+    start = initial.token_embedding.weight.detach()
+    original = load_file(str(weights))
+    rows = prebuilt.trained_rows(original[prebuilt.EMBEDDING], start)
+    used = tokenizer(["a photo of a red circle.", "an infrared photo of a pink bar."]).unique()
+    assert set(used.tolist()) - {0} <= set(rows.tolist())  # every word of the captions was trained
+    assert len(rows) < len(start) // 20  # and most of the vocabulary never was
+
+    kept = prebuilt.pack(weights, start, tmp_path / "packed.safetensors", fill_seed=3)
+    assert kept["trained_rows"] == len(rows)
+    assert (tmp_path / "packed.safetensors").stat().st_size < weights.stat().st_size / 2
+    state = prebuilt.unpack_state(tmp_path / "packed.safetensors")
+    assert state.keys() == original.keys()
+    for name, value in original.items():
+        assert state[name].dtype == value.dtype and state[name].shape == value.shape, name
+        if name != prebuilt.EMBEDDING:
+            torch.testing.assert_close(state[name], value, rtol=2e-3, atol=1e-4)  # fp16 storage
+    table, first = state[prebuilt.EMBEDDING], original[prebuilt.EMBEDDING]
+    torch.testing.assert_close(table[rows], first[rows], rtol=2e-3, atol=1e-4)
+    others = torch.ones(len(first), dtype=torch.bool)
+    others[rows] = False
+    assert not torch.equal(table[others], first[others])  # a new draw ...
+    spread, trained_spread = float(table[others].std()), float(first[others].std())
+    assert abs(spread - trained_spread) < 0.05 * trained_spread  # ... at the same scale
+    torch.testing.assert_close(prebuilt.unpack_state(tmp_path / "packed.safetensors")[prebuilt.EMBEDDING], table)

@@ -1,6 +1,7 @@
 """vpt-eval base2new: train every method on base classes, test on base and new, over seeds.
 
-Without --data it runs on the shapes world (pretrained and exported on first use, then cached).
+Without --data it runs on the shapes world: the backbone shipped in the package (the same numbers on
+every machine; --pretrain-world pretrains one here instead) and a data set rendered on first use, then cached.
 The flags and presets defined here are shared by few-shot, cross-dataset and domain-gen.
 """
 
@@ -27,6 +28,11 @@ def add_protocol_args(p: argparse.ArgumentParser, default_out: str, shots: bool 
     """Flags every protocol takes; None means "from the preset". shots=False leaves --shots to the caller."""
     p.add_argument("--world-dir", type=Path, default=None, help="where the shapes world is cached (default: data dir)")
     p.add_argument("--quick", action="store_true", help="the quick shapes world and the quick preset")
+    p.add_argument(
+        "--pretrain-world",
+        action="store_true",
+        help="pretrain the shapes backbone here instead of using the shipped one (minutes; differs by machine)",
+    )
     p.add_argument(
         "--preset",
         choices=presets.PRESETS,
@@ -113,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None:
         from training.shapes.cache import ensure_world
 
-        world = ensure_world(args.world_dir, quick=args.quick)
+        world = ensure_world(args.world_dir, quick=args.quick, pretrain=getattr(args, "pretrain_world", False))
     dataset = require_train(load_dataset(args.data or world.dataset))
     cfg, record = protocol_config(args, dataset.name)
     backbone, backbone_arg, weights_arg = protocol_backbone(args, world)

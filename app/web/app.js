@@ -1,4 +1,4 @@
-// vpt page: talks only to the server that served it (GET /ui/config, /readyz, /classes; POST /classify).
+// vpt page: talks only to the server that served it (GET /ui/config, /readyz, /classes, /examples; POST /classify).
 "use strict";
 
 (() => {
@@ -10,6 +10,7 @@
     max_samples: 20,
     alpha: 0.1,
     thresholds: { entropy: 0.5 },
+    examples: [],
   };
 
   const state = {
@@ -98,6 +99,35 @@
     $("token-box").hidden = !state.config.token_required;
     $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
     setSampleRange(state.config.max_samples, state.config.samples);
+    renderExamples(state.config.examples || []);
+  }
+
+  // The demo's example pictures: one click classifies one, exactly as if it had been uploaded.
+  function renderExamples(examples) {
+    const items = examples.map((ex) => {
+      const button = el(
+        "button",
+        { type: "button", class: "example", "data-example": ex.name, "aria-pressed": "false" },
+        el("img", { src: ex.url, alt: "" }),
+        el("span", {}, el("b", { text: ex.title }), el("small", { text: ex.note })),
+      );
+      button.addEventListener("click", () => useExample(ex, button));
+      return el("li", {}, button);
+    });
+    $("example-list").replaceChildren(...items);
+    $("examples").hidden = !items.length;
+  }
+
+  async function useExample(ex, button) {
+    try {
+      const response = await fetch(ex.url, { cache: "no-store" });
+      if (!response.ok) throw new ApiError(response.status, `could not load the example ${ex.title}`);
+      const blob = await response.blob();
+      setFile(new File([blob], `${ex.name}.png`, { type: blob.type || "image/png" }));
+      button.setAttribute("aria-pressed", "true");
+    } catch (err) {
+      showError("Could not load the example", err instanceof ApiError ? err : new ApiError(0, String(err)));
+    }
   }
 
   function setSampleRange(max, value) {
@@ -212,6 +242,7 @@
 
   function setFile(file) {
     if (!file) return;
+    for (const b of document.querySelectorAll(".example")) b.setAttribute("aria-pressed", "false");
     state.file = file;
     const drop = $("drop");
     const preview = $("preview");

@@ -1,8 +1,9 @@
-"""The browser page: GET / (index.html), GET /static/<asset>, GET /ui/config.
+"""The browser page: GET / (index.html), GET /static/<asset>, GET /ui/config, GET /examples/<name>.png.
 
 Plain HTML, CSS and JavaScript served by the same FastAPI app: no build step, no CDN, no web
 fonts. A Content-Security-Policy keeps the page from talking to anything but this server.
-The page reads the model from GET /readyz and the few settings it needs from GET /ui/config.
+The page reads the model from GET /readyz and the few settings it needs from GET /ui/config;
+with --demo it also offers example pictures (app/demo.py) that a visitor classifies with a click.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from app.config import Settings
 
@@ -61,6 +62,26 @@ async def asset(name: str) -> FileResponse:
     return FileResponse(HERE / name, media_type=ASSETS[name], headers=HEADERS)
 
 
+@router.get("/examples/{name}.png", include_in_schema=False)
+async def example(name: str, request: Request) -> Response:
+    """An example picture of the demo (404 when the server does not run the demo)."""
+    from app.demo import example_png
+
+    png = example_png(name) if request.app.state.settings.demo else None
+    if png is None:
+        raise HTTPException(404, f"no example picture {name!r}: the examples are listed in GET /ui/config")
+    return Response(png, media_type="image/png", headers=HEADERS)
+
+
+def examples(settings: Settings) -> list[dict[str, str]]:
+    """The demo's example pictures for the page (none outside the demo: they show the shapes world)."""
+    if not settings.demo:
+        return []
+    from app.demo import EXAMPLES
+
+    return [{"name": e.name, "title": e.title, "note": e.note, "url": f"/examples/{e.name}.png"} for e in EXAMPLES]
+
+
 def ui_config(settings: Settings) -> dict:
     """What the page needs to know about the server; the model itself comes from GET /readyz."""
     return {
@@ -71,6 +92,7 @@ def ui_config(settings: Settings) -> dict:
         "max_names_per_call": settings.max_names_per_call,
         "alpha": settings.alpha,
         "thresholds": {"entropy": UNSURE_ENTROPY_NATS},
+        "examples": examples(settings),
     }
 
 

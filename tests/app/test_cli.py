@@ -62,46 +62,34 @@ def test_start_up_mistakes_fail_with_one_line(argv, words, tmp_path, capsys):
         assert word in err[0]
 
 
-def test_demo_builds_missing_steps_once_and_then_reuses_the_cache(tmp_path, monkeypatch):
-    from training.shapes import cache
+def test_demo_serves_the_shipped_model_and_builds_nothing(tmp_path, monkeypatch):
+    from training.backbone import file_sha256
+    from training.shapes import cache, prebuilt
 
-    calls = []
+    def no_building(*args, **kwargs):
+        raise AssertionError("the demo must build nothing")
 
-    def fake_pretrain(out: Path, quick: bool) -> None:
-        calls.append("pretrain")
-        assert quick
-        out.mkdir()
-        (out / "backbone.json").write_text("{}")
-        (out / "weights.safetensors").write_bytes(b"w")
-
-    def fake_export(out: Path) -> None:
-        calls.append("export")
-        out.mkdir()
-
-    def fake_train(dataset: Path, config: Path, weights: Path, out: Path) -> None:
-        calls.append("train")
-        assert weights.is_file() and config.is_file() and dataset.is_dir()
-        out.write_bytes(b"posterior")
-
-    monkeypatch.setattr(cache, "_pretrain", fake_pretrain)
-    monkeypatch.setattr(cache, "_export", fake_export)
-    monkeypatch.setattr(demo, "_train", fake_train)
+    for name in ("_pretrain", "_export"):
+        monkeypatch.setattr(cache, name, no_building)
     said = []
     model = demo.prepare_demo(tmp_path, say=said.append)
-    assert calls == ["pretrain", "export", "train"] and any("pretraining" in s for s in said)
-    assert model.posterior.read_bytes() == b"posterior" and model.weights.is_file()
-    assert len(model.classnames) > 50 and model.registry.parent == tmp_path / "demo"
-    # an interrupted step is redone, finished ones are not
-    model.posterior.unlink()
-    (model.posterior.parent / (model.posterior.name + ".partial")).write_bytes(b"half")
-    demo.prepare_demo(tmp_path, say=said.append)
-    assert calls == ["pretrain", "export", "train", "train"]
-    again = demo.prepare_demo(tmp_path, say=said.append)
-    assert calls == ["pretrain", "export", "train", "train"] and again.posterior == model.posterior
-    # other backbone weights (a rebuilt world): the old posterior is not reused
-    model.weights.write_bytes(b"other weights")
-    rebuilt = demo.prepare_demo(tmp_path, say=said.append)
-    assert calls[-1] == "train" and len(calls) == 5 and rebuilt.posterior != model.posterior
+    assert model.posterior == prebuilt.PREBUILT_DIR / prebuilt.POSTERIOR_FILE
+    assert file_sha256(model.weights) == prebuilt.manifest()["backbone"]["weights_sha256"]
+    assert model.weights.is_relative_to(tmp_path) and model.registry.parent == tmp_path / "demo"
+    assert len(model.classnames) == 100 and any("unpacking" in s for s in said)
+    said.clear()
+    assert demo.prepare_demo(tmp_path, say=said.append) == model and not said  # unpacked once
+
+
+def test_demo_start_fails_in_one_line_when_a_shipped_file_is_damaged(tmp_path, monkeypatch, capsys):
+    from training.shapes import prebuilt
+
+    unlisted = {"files": {}, "backbone": {"weights_sha256": "0" * 64}}
+    monkeypatch.setattr(prebuilt, "manifest", lambda folder=None: unlisted)
+    code = cli.main(["--demo", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: ") and "manifest.json" in err[-1], err
+    assert not any("Traceback" in line for line in err)
 
 
 def test_demo_settings_point_at_the_cache(tmp_path, monkeypatch):

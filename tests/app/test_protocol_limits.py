@@ -93,7 +93,7 @@ def test_an_unfinished_request_is_dropped_after_the_read_timeout(tmp_path):
             assert _closed_within(silent, 3) is not None
         with socket.create_connection(("127.0.0.1", port)) as slow_body:
             slow_body.sendall(b"POST /classes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
-            slow_body.sendall(b"Content-Length: 1000\r\n\r\n{\"names\": [")
+            slow_body.sendall(b'Content-Length: 1000\r\n\r\n{"names": [')
             started = time.monotonic()
             try:
                 for _ in range(30):  # trickling bytes does not extend the deadline

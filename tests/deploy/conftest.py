@@ -1,8 +1,7 @@
 """One running `vpt-serve --demo` for every deployment check of the session.
 
-The demo model is built once and cached in $VPT_TEST_DATA_DIR (see tests/servers.py), so
-later sessions start in seconds. One /classify call is made first so that the request and
-uncertainty series have samples.
+The demo serves the model shipped in the package (see tests/servers.py), ready in seconds.
+One /classify call is made first so that the request and uncertainty series have samples.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Browser fixtures: `vpt-serve --demo` on a free loopback port and a headless Chromium driving it.
 
-The demo model is built on first use (a few minutes on two cores) and cached in
-$VPT_TEST_DATA_DIR (default ~/.cache/vpt-test), so later runs start in seconds. Each session
-gets its own class registry, seeded with CLASSES. Every wait is bounded; the server and the
+The demo serves the model shipped in the package (see tests/servers.py), ready in seconds. Each
+session gets its own class registry, seeded with CLASSES. Every wait is bounded; the server and the
 browser are stopped in teardown.
 """
 

@@ -90,9 +90,41 @@ def test_upload_shows_bars_for_the_registered_classes(browser, server: Server, s
     urls = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert urls and all(u.startswith(server.url + "/") for u in urls), urls
 
-    shot = artifacts / "page-answer.png"
-    save_full_page(browser, shot)
-    copy_if_asked(shot)
+    save_full_page(browser, artifacts / "page-answer.png")
+
+
+def click_example(driver, name: str) -> tuple[str, list[str]]:
+    """Click one example picture; returns the reading's kind and the bars' labels of its answer."""
+    driver.execute_script("document.getElementById('reading').removeAttribute('data-kind')")
+    driver.find_element("css selector", f"#example-list [data-example='{name}']").click()
+    wait_for(driver, lambda d: by_id(d, "reading").get_attribute("data-kind"), f"the answer to the example {name}")
+    return by_id(driver, "reading").get_attribute("data-kind"), bar_labels(driver)
+
+
+def test_each_example_is_one_click_from_its_reading(browser, server: Server, artifacts: Path):
+    """The demo's examples: a fitted class read with confidence, a zero-shot class, and no class at all."""
+    from app.demo import EXAMPLES
+
+    open_page(browser, server)
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#example-list .example')].map(b => b.dataset.example)"
+    )
+    assert shown == [e.name for e in EXAMPLES]
+    answers = {}
+    for example in EXAMPLES:
+        answers[example.name] = click_example(browser, example.name)
+        assert by_id(browser, "preview").is_displayed() and not by_id(browser, "error").is_displayed()
+        pressed = browser.execute_script(
+            "return [...document.querySelectorAll('.example[aria-pressed=true]')].map(b => b.dataset.example)"
+        )
+        assert pressed == [example.name]
+        if example.name == "yellow-heart":
+            shot = artifacts / "page-example.png"
+            save_full_page(browser, shot)
+            copy_if_asked(shot)
+    assert answers["yellow-heart"][0] == "confident" and answers["yellow-heart"][1][0] == "yellow heart"
+    assert answers["blue-triangle"][1][0] == "blue triangle"  # registered by name only, never fitted
+    assert answers["black"][0] in ("unsure", "unknown")  # no class: the page does not read it as confident
 
 
 def test_fewer_samples_and_a_new_class_show_in_the_next_answer(browser, server: Server, shape_image: Path):

@@ -85,3 +85,27 @@ def test_api_docs_are_served_from_this_server_with_a_policy(tmp_path: Path) -> N
         assert asset.status_code == 200 and len(asset.content) > 100, name
     assert client.get("/docs/assets/..%2Fdocs.py").status_code == 404
     assert client.get("/redoc").status_code == 404  # it would load from a CDN
+
+
+def test_examples_are_offered_only_by_the_demo(tmp_path: Path) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    plain = make_client(tmp_path)
+    assert plain.get("/ui/config").json()["examples"] == []
+    assert plain.get("/examples/yellow-heart.png").status_code == 404  # shapes pictures mean nothing to other models
+
+    demo = make_client(tmp_path, demo=True)
+    examples = demo.get("/ui/config").json()["examples"]
+    assert len(examples) >= 3 and len({e["name"] for e in examples}) == len(examples)
+    colours = []
+    for ex in examples:
+        response = demo.get(ex["url"])
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        image = Image.open(BytesIO(response.content))
+        assert image.size == (32, 32) and ex["title"] and ex["note"]
+        colours.append(image.convert("RGB").getcolors(32 * 32))
+    assert len({str(c) for c in colours}) == len(examples)  # different pictures
+    missing = demo.get("/examples/no-such-thing.png")
+    assert missing.status_code == 404 and "GET /ui/config" in missing.json()["detail"]

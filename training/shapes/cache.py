@@ -1,9 +1,11 @@
-"""Build the shapes world once (backbone + exported data set) and reuse it from a cache folder.
+"""The shapes world (backbone + exported data set), built once and reused from a cache folder.
 
-Used by `vpt-eval base2new` (no --data) and by `vpt-serve --demo`. Each step writes into a
-`.partial` path and renames it when complete, so an interrupted build resumes at the missing
-step; a file lock keeps two processes from building the same world at once. The folder's
-name carries a digest of the recipe (model config, steps, world dials, set sizes), so a
+Used by `vpt-eval base2new` (no --data). The default world's backbone is the one shipped in the
+package (training/shapes/prebuilt, unpacked once), so its numbers are the same on every machine;
+`pretrain=True` (`vpt-eval base2new --pretrain-world`) and the quick world pretrain here instead.
+Each step writes into a `.partial` path and renames it when complete, so an interrupted build
+resumes at the missing step; a file lock keeps two processes from building the same world at
+once. The folder's name carries a digest of the recipe (backbone, world dials, set sizes), so a
 change to any of them builds a new world instead of reusing a stale one.
 """
 
@@ -87,32 +89,43 @@ def _export_clean(out: Path) -> None:
     export_downstream(out, TRAIN_PER_CLASS, TEST_PER_CLASS, seed=0, world=clean, n_per_class_val=VAL_PER_CLASS)
 
 
-def world_dir(root: Path | None, quick: bool) -> Path:
-    """<root>/shapes[-quick]-<recipe digest>: where this code's world of that size lives."""
+def world_dir(root: Path | None, quick: bool, pretrain: bool = False) -> Path:
+    """<root>/shapes[-quick|-prebuilt]-<recipe digest>: where this code's world of that kind lives."""
     from training.shapes.pretrain import size_defaults
     from training.shapes.world import WorldConfig
 
-    config, steps = size_defaults(quick)
-    recipe = {
-        "model": json.loads(config.read_text()),
-        "steps": steps,
+    recipe: dict[str, object] = {
         "world": WorldConfig().to_dict(),
         "per_class": [TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS],
     }
+    if quick or pretrain:
+        config, steps = size_defaults(quick)
+        recipe.update(model=json.loads(config.read_text()), steps=steps)
+        kind = "shapes-quick" if quick else "shapes"
+    else:
+        from training.shapes.prebuilt import manifest
+
+        recipe["backbone"] = manifest()["backbone"]["weights_sha256"]
+        kind = "shapes-prebuilt"
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
-    return (root or default_root()) / f"{'shapes-quick' if quick else 'shapes'}-{digest}"
+    return (root or default_root()) / f"{kind}-{digest}"
 
 
-def ensure_world(root: Path | None, quick: bool, say: Callable[[str], None] = print) -> World:
-    """The quick (CI-sized, ~2-5 min to build) or default world under root, built if missing."""
-    root = world_dir(root, quick)
-    size = "quick" if quick else "default (~5-8 min on 2 cores)"
-    with build_lock(root):
-        cached_step(
-            root / "backbone", f"shapes world: pretraining the {size} backbone", lambda p: _pretrain(p, quick), say
-        )
-        cached_step(root / "dataset", "shapes world: rendering the downstream data set", _export, say)
-    return World(root / "backbone" / "backbone.json", root / "backbone" / "weights.safetensors", root / "dataset")
+def ensure_world(root: Path | None, quick: bool, say: Callable[[str], None] = print, pretrain: bool = False) -> World:
+    """The world under root, built if missing: the shipped backbone, or (quick or pretrain) one pretrained here."""
+    folder = world_dir(root, quick, pretrain)
+    with build_lock(folder):
+        if quick or pretrain:
+            size = "quick" if quick else "default (~5-30 min on 2 cores)"
+            step = f"shapes world: pretraining the {size} backbone"
+            cached_step(folder / "backbone", step, lambda p: _pretrain(p, quick), say)
+            config, weights = folder / "backbone" / "backbone.json", folder / "backbone" / "weights.safetensors"
+        else:
+            from training.shapes.prebuilt import shipped_backbone
+
+            config, weights = shipped_backbone(root or default_root(), say)
+        cached_step(folder / "dataset", "shapes world: rendering the downstream data set", _export, say)
+    return World(config, weights, folder / "dataset")
 
 
 def ensure_clean_set(root: Path | None, quick: bool, say: Callable[[str], None] = print) -> Path:

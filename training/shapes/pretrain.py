@@ -130,6 +130,7 @@ def pretrain(
         "steps": steps,
         "batch_size": batch_size,
         "lr": lr,
+        "threads": torch.get_num_threads(),
         "world": world.to_dict(),
         "metrics": metrics,
     }
