@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None:
         from training.shapes.cache import ensure_world
 
-        world = ensure_world(args.world_dir, quick=args.quick, pretrain=getattr(args, "pretrain_world", False))
+        world = ensure_world(args.world_dir, quick=args.quick, pretrain=args.pretrain_world)
     dataset = require_train(load_dataset(args.data or world.dataset))
     cfg, record = protocol_config(args, dataset.name)
     backbone, backbone_arg, weights_arg = protocol_backbone(args, world)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None:
         from training.shapes.cache import ensure_world
 
-        world = ensure_world(args.world_dir, quick=args.quick, pretrain=getattr(args, "pretrain_world", False))
+        world = ensure_world(args.world_dir, quick=args.quick)
     dataset = require_train(load_dataset(args.data or world.dataset))
     cfg, record = protocol_config(args, dataset.name)
     steps = args.steps

@@ -35,7 +35,7 @@ LEARNER_HELP = {
     "n_ctx": "learned context tokens",
     "ctx_init": "words to initialise the context ('' = random)",
     "template": "hand-written prompt used by the zeroshot variant",
-    "log_var_init": "initial log sigma^2 of q(r) (-9.2: sigma 0.01)",
+    "log_var_init": "initial log sigma^2 of q(r) (-4.6: sigma 0.1)",
 }
 CALIBRATION_HELP = {
     "method": "conformal score of the prediction sets: lac (smallest sets) or aps (adaptive)",

@@ -33,7 +33,7 @@ def build_parser(protocol: str) -> argparse.ArgumentParser:
 def shapes_sets(args: argparse.Namespace, protocol: str) -> tuple[Dataset, dict[str, Dataset], object]:
     from training.shapes.cache import ensure_clean_set, ensure_world
 
-    world = ensure_world(args.world_dir, quick=args.quick, pretrain=getattr(args, "pretrain_world", False))
+    world = ensure_world(args.world_dir, quick=args.quick)
     clean, infrared = load_dataset(ensure_clean_set(args.world_dir, quick=args.quick)), load_dataset(world.dataset)
     if protocol == "domain-gen":
         return clean, {"Shapes-infrared": infrared}, world

@@ -35,7 +35,9 @@ class FitConfig:
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
     seed: int = 1
-    log_var_lr_scale: float = 1.0  # learning-rate multiplier of the posterior's log-variance parameters
+    # Learning-rate multiplier of the posterior's log-variance: its gradient is scaled by sigma, so at
+    # the context's rate it barely moves (docs/results/uncertainty.md, the spread sweep).
+    log_var_lr_scale: float = 100.0
 
     def as_dict(self) -> dict:
         return asdict(self)

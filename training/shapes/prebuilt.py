@@ -65,6 +65,7 @@ DEMO_CALIBRATION = ("--train-per-class", "0", "--val-per-class", "20", "--test-p
 DEMO_TRAIN = (
     "--variant", "vpt", "--shots", "16", "--classes", "base", "--epochs", "5", "--batch-size", "32",
     "--samples", "5", "--lr", "0.01", "--warmup-epochs", "0", "--device", "cpu", "--seed", str(DEMO_SEED),
+    "--log-var-lr-scale", "20",  # lr 0.01 x 20: the log-variance's rate of the defaults (0.002 x 100)
 )  # fmt: skip
 
 
