@@ -99,7 +99,7 @@ def test_transfer_flags_must_pair(capsys):
 
 
 def test_test_only_source_is_refused(tmp_path, capsys):
-    from tests.test_datasets import LAYOUTS
+    from tests.training.test_datasets import LAYOUTS
 
     LAYOUTS["imagenet-sketch"][0](tmp_path / "imagenet-sketch")
     assert cli_eval.main(["base2new", "--data", str(tmp_path / "imagenet-sketch"), *TINY]) == 2
