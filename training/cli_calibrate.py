@@ -50,8 +50,12 @@ def run(args: argparse.Namespace) -> int:
     post = load_posterior(args.posterior, backbone)
     dataset = load_dataset(args.data)
     classnames, restrict = class_subset(dataset, args.classes)
-    split_file = args.posterior.with_name(args.posterior.stem + ".split.json")  # the shots it was fitted on
-    shots = restrict(load_split(split_file, dataset.root)["train"]) if split_file.is_file() else []
+    # Without a val split, held-out images are the training images the posterior was not fitted on:
+    # the split file written beside it names those shots (it must belong to this dataset then).
+    split_file = args.posterior.with_name(args.posterior.stem + ".split.json")
+    shots = []
+    if not restrict(dataset.val) and split_file.is_file():
+        shots = restrict(load_split(split_file, dataset.root)["train"])
     cfg = CalibrationConfig(
         method=args.conformal,
         unknown_score=args.unknown_score,
