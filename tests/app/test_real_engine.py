@@ -34,6 +34,8 @@ def test_every_variant_serves(tmp_path, tiny, variant):
     labels = [s["label"] for s in body["classes"]]
     assert sorted(labels) == sorted({*expected, "purple", "light orange"})
     assert body["model"]["variant"] == variant and variant in body["model"]["id"]
+    assert body["calibrated"] is False and body["model"]["calibration"] is None  # an artifact without calibration
+    assert body["prediction_set"] and body["unknown_measure"] == "entropy"  # the configured fallback rule
     assert abs(sum(s["probability"] for s in body["classes"]) - 1) < 1e-4
     if variant in ("vpt", "vpt-cond"):
         assert body["samples"] == 4
