@@ -82,19 +82,23 @@ def stop_process(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def run_server(root: Path, *extra: str, token: str | None = None) -> Iterator[Server]:
-    """`vpt-serve --demo` with its own registry under root; stopped on exit."""
+def run_server(
+    root: Path, *extra: str, token: str | None = None, classes: list[str] | None = CLASSES
+) -> Iterator[Server]:
+    """`vpt-serve --demo` with its own registry under root, seeded with `classes` (None: the demo's own
+    100, the class set its posterior is calibrated for); stopped on exit."""
     port = free_port()
     flags = {
         "--data-dir": str(shared_data_dir()),
         "--registry": str(root / "classes.sqlite"),
-        "--classes": ",".join(CLASSES),
         "--host": "127.0.0.1",
         "--port": str(port),
         "--device": "cpu",
         "--max-samples": str(MAX_SAMPLES),
         "--log-level": "warning",
     }
+    if classes is not None:
+        flags["--classes"] = ",".join(classes)
     command = [*serve_command(), "--demo", *(part for pair in flags.items() for part in pair), *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("VPT_")}  # no stray VPT_TOKEN and the like
     env["OMP_NUM_THREADS"] = "1"

@@ -1,7 +1,7 @@
 """Browser fixtures: `vpt-serve --demo` on a free loopback port and a headless Chromium driving it.
 
 The demo serves the model shipped in the package (see tests/servers.py), ready in seconds. Each
-session gets its own class registry, seeded with CLASSES. Every wait is bounded; the server and the
+session gets its own class registry, seeded with the demo's own 100 classes. Every wait is bounded; the server and the
 browser are stopped in teardown.
 """
 
@@ -61,7 +61,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     reason = browser_missing()
     if reason:
         pytest.skip(reason)
-    with run_server(tmp_path_factory.mktemp("web-server")) as srv:
+    # the demo's own classes: its posterior is calibrated for them, so the page shows calibrated answers
+    with run_server(tmp_path_factory.mktemp("web-server"), classes=None) as srv:
         try:
             urllib.request.urlopen(srv.url + "/", timeout=10).close()
         except urllib.error.HTTPError as exc:

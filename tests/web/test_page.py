@@ -124,7 +124,7 @@ def test_each_example_is_one_click_from_its_reading(browser, server: Server, art
             copy_if_asked(shot)
     assert answers["yellow-heart"][0] == "confident" and answers["yellow-heart"][1][0] == "yellow heart"
     assert answers["blue-triangle"][1][0] == "blue triangle"  # registered by name only, never fitted
-    assert answers["black"][0] in ("unsure", "unknown")  # no class: the page does not read it as confident
+    assert answers["black"][0] == "unknown"  # no class: the calibrated unknown flag fires
 
 
 def test_fewer_samples_and_a_new_class_show_in_the_next_answer(browser, server: Server, shape_image: Path):
