@@ -65,9 +65,14 @@ class LearnerConfig:
         return asdict(self)
 
 
+def sigma_of(log_var: torch.Tensor) -> torch.Tensor:
+    """The posterior's standard deviation from its log-variance parameterisation."""
+    return torch.exp(0.5 * log_var)
+
+
 def reparameterise(mu: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """r = mu + sigma * eps with sigma = exp(log_var / 2): the one place residuals are sampled."""
-    return mu + torch.exp(0.5 * log_var) * eps
+    """r = mu + sigma * eps: the one place residuals are sampled."""
+    return mu + sigma_of(log_var) * eps
 
 
 class PromptLearner(nn.Module):

@@ -9,7 +9,6 @@ served flag's false-alarm and detection rates; the learned spread of the posteri
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from training.calibration import (
 )
 from training.classifier import PromptClassifier
 from training.evaluate import predict_logits
+from training.learners import sigma_of
 from training.metrics import auroc, evaluate_predictive
 from training.uncertainty import Predictive, summarize
 
@@ -62,12 +62,12 @@ def sigma_stats(clf: PromptClassifier, image_features: torch.Tensor) -> dict[str
         post = clf.learner.posterior(image_features)
     if post is None:
         return {}
-    sigma = torch.exp(0.5 * post[1].detach())
+    sigma = sigma_of(post[1].detach())
     return {
         "sigma_mean": float(sigma.mean()),
         "sigma_min": float(sigma.min()),
         "sigma_max": float(sigma.max()),
-        "sigma_init": math.exp(0.5 * clf.learner.cfg.log_var_init),
+        "sigma_init": float(sigma_of(torch.tensor(clf.learner.cfg.log_var_init))),
     }
 
 

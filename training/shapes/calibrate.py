@@ -20,6 +20,7 @@ import open_clip
 import torch
 from torch import nn
 
+from training.scoring import Scorer
 from training.shapes.evaluate import (
     DEFAULT_TEMPLATE,
     accuracy,
@@ -59,7 +60,7 @@ def coop(
     ctx = nn.Parameter(tower.embed_words(init)[:n_ctx].clone().unsqueeze(0))
     opt = torch.optim.Adam([ctx], lr=lr)
     y = torch.from_numpy(labels)
-    scale = model.logit_scale.exp().detach()
+    scale = Scorer.create(model.logit_scale).factor
     for _ in range(steps):
         text = encode_prompts(tower, ctx, tokens)[0]
         loss = nn.functional.cross_entropy(scale * feats @ text.T, y)
