@@ -231,13 +231,19 @@ def _fewshot_value(stats: dict[str, float], key: str) -> float:
     return stats.get(f"{key}_mean", float("nan"))
 
 
+def _fewshot_methods(result: dict[str, Any]) -> list[str]:
+    """Every method of any shot count, in first-seen order."""
+    return list(dict.fromkeys(m for entry in result["per_shots"].values() for m in entry["summary"]))
+
+
 def fewshot_table(result: dict[str, Any]) -> str:
     """One row per (method, shots): mean ± std over seeds, HM of the means."""
     head = "| method | shots | epochs (steps) | base acc | new acc | HM | new ECE |\n|---|---|---|---|---|---|---|\n"
     rows = []
-    methods = list(next(iter(result["per_shots"].values()))["summary"])
-    for method in methods:
+    for method in _fewshot_methods(result):
         for k, entry in result["per_shots"].items():
+            if method not in entry["summary"]:  # a method run at fewer shot counts
+                continue
             s = entry["summary"][method]
             rows.append(
                 f"| {method} | {k} | {entry['epochs']} ({entry['steps']}) | {_pm(s, 'base_accuracy')} "
@@ -248,12 +254,12 @@ def fewshot_table(result: dict[str, Any]) -> str:
 
 def plot_fewshot(result: dict[str, Any], path: Path) -> None:
     shots = [int(k) for k in result["per_shots"]]
-    methods = list(next(iter(result["per_shots"].values()))["summary"])
     fig, axes = plt.subplots(1, len(FEWSHOT_PANELS), figsize=(3.2 * len(FEWSHOT_PANELS), 3), squeeze=False)
     for ax, (key, title) in zip(axes[0], FEWSHOT_PANELS):
-        for method in methods:
-            values = [100 * _fewshot_value(result["per_shots"][str(k)]["summary"][method], key) for k in shots]
-            ax.plot(shots, values, marker="o", label=method)
+        for method in _fewshot_methods(result):
+            ran = [k for k in shots if method in result["per_shots"][str(k)]["summary"]]
+            values = [100 * _fewshot_value(result["per_shots"][str(k)]["summary"][method], key) for k in ran]
+            ax.plot(ran, values, marker="o", label=method)
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots, [str(k) for k in shots])
         ax.set_xlabel("shots per class")
