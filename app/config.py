@@ -43,8 +43,10 @@ class Settings(BaseSettings):
     max_queue: int = Field(256, ge=1, description="requests waiting for the model; more answer 503")
     request_timeout_s: float = Field(30.0, gt=0, description="longest time to answer, decoding included (503 after)")
     decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess uploads")
+    # 64: two full batches of the default size wait to be decoded, so a burst of 32-64 clients is served
+    # (16 refused 46 of 64 concurrent uploads), while a flood of huge uploads is still refused early.
     max_decode_queue: int = Field(
-        16, ge=0, description="uploads waiting for a decode thread; more answer 503 before any decoding"
+        64, ge=0, description="uploads waiting for a decode thread; more answer 503 before any decoding"
     )
     max_image_bytes: int = Field(10 * 2**20, ge=1, description="largest upload in bytes (413 above)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest image in pixels (413 above)")
