@@ -7,6 +7,7 @@ so a prediction always scores against one consistent class set, and changes neve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,16 +20,20 @@ from app import names as class_names
 from app.engine.bank import ClassCache, ClassSet, draw_noise
 from app.engine.cond import per_image_logits
 from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
+from app.engine.linear import Linearisation, expansion_point, guard_error, linear_logits, linearise, probe_features
 from app.engine.results import ClassScore, Prediction
 from training.artifact import load_posterior
 from training.backbone import Backbone, autocast, load_backbone
 from training.calibration import Calibration, is_calibrated_for
 from training.learners import LearnerConfig, PromptLearner, build_learner
-from training.text_passes import TextPasses
+from training.text_passes import TextPasses, length_groups
 from training.text_tower import ClassTokens, PromptError, TextTower, prompt_text
 from training.uncertainty import summarize
 
 log = logging.getLogger(__name__)
+
+COND_MODES = ("exact", "linear")
+LINEAR_PROBES = 4  # probe image features the guard compares the two passes on
 
 
 def describe_model(variant: str, backbone: Backbone, posterior: str | Path | None) -> str:
@@ -53,9 +58,13 @@ class Engine:
         model_id: str | None = None,
         text_mode: str | None = None,
         calibration: Calibration | None = None,
+        cond_mode: str = "exact",
+        linear_tolerance: float = 1e-3,
     ) -> None:
         if max_samples < 1:
             raise ValueError("max_samples must be at least 1")
+        if cond_mode not in COND_MODES:
+            raise ValueError(f"unknown cond_mode {cond_mode!r}; choose one of {', '.join(COND_MODES)}")
         ident = backbone.identity
         if learner is None:
             learner = build_learner(LearnerConfig("zeroshot"), ident.text_width, ident.embed_dim)
@@ -78,6 +87,11 @@ class Engine:
         # The noise bank: drawn once, so answers are reproducible and batch-independent.
         self.noise = draw_noise(max_samples, ident.text_width, seed, self.device) if self.cfg.stochastic else None
         self.cache = ClassCache(self.passes, None if self.cfg.per_image else self._shared_contexts())
+        # vpt-cond's linearised pass (app/engine/linear.py): requested by cond_mode "linear", used
+        # only while its measured error on the probes stays within linear_tolerance.
+        self.cond_mode = cond_mode if self.variant == "vpt-cond" else "exact"
+        self.linear_tolerance = linear_tolerance
+        self._probes = probe_features(LINEAR_PROBES, ident.embed_dim, seed, self.device)
         self._classes = ClassSet()
         self._swap_lock = threading.Lock()  # guards reading / replacing the class set
         self._change_lock = threading.Lock()  # serialises class changes (encoding runs outside _swap_lock)
@@ -93,6 +107,8 @@ class Engine:
         cache_dir: str | None = None,
         max_samples: int = 20,
         seed: int = 0,
+        cond_mode: str = "exact",
+        linear_tolerance: float = 1e-3,
     ) -> Engine:
         """Backbone from a model name or JSON config; posterior artifact, or None for zero-shot CLIP."""
         bb = load_backbone(backbone, weights, device, cache_dir)
@@ -108,6 +124,8 @@ class Engine:
             seed=seed,
             model_id=describe_model(variant, bb, posterior),
             calibration=calibration,
+            cond_mode=cond_mode,
+            linear_tolerance=linear_tolerance,
         )
         engine.trained_classnames = list(trained)
         log.info("engine %s, max %d samples", engine.model_id, max_samples)
@@ -140,7 +158,7 @@ class Engine:
         valid = self._valid_unique(names)
         with self._change_lock, autocast(self.device):
             new = self.cache.build(self._tokens(valid)) if valid else ClassSet()
-            self._swap(new)
+            self._swap(self._linearised(new, self._classes))
 
     @torch.inference_mode()
     def add_classes(self, names: list[str]) -> list[str]:
@@ -151,7 +169,8 @@ class Engine:
             fresh = [n for n in valid if current.index(n) is None]
             if fresh:
                 with autocast(self.device):
-                    self._swap(self.cache.add(current, self._tokens(fresh)))
+                    new = self.cache.add(current, self._tokens(fresh))
+                self._swap(self._linearised(new, current))
         return fresh
 
     @torch.inference_mode()
@@ -162,7 +181,7 @@ class Engine:
             position = self._classes.index(text)
             if position is None:
                 return False
-            self._swap(self.cache.remove(self._classes, position))
+            self._swap(self._linearised(self.cache.remove(self._classes, position), self._classes))
         return True
 
     # -- prediction -----------------------------------------------------------------------
@@ -207,7 +226,9 @@ class Engine:
     ) -> list[Prediction]:
         feats = self.backbone.encode_images(images)
         used = samples if self.cfg.stochastic else [1] * len(samples)
-        if self.cfg.per_image:
+        if classes.linear_active:  # no text pass: the linearised features, one matmul per chunk
+            logits = linear_logits(classes.linear, self.learner, feats, used, self.noise, self.scorer)
+        elif self.cfg.per_image:
             with autocast(self.device):  # text passes in bf16 on CUDA; similarities are reduced in fp32
                 logits = per_image_logits(self.passes, self.learner, classes, feats, used, self.noise, self.scorer)
         else:  # one fp32 matmul against the first max(m) bank entries: [B, D] x [D, m * C]
@@ -238,6 +259,53 @@ class Engine:
                 scores = list(map(ClassScore, labels, probs[j], var[j], std[j]))
                 out[i] = Prediction(scores, h[j], eh[j], mi[j], en[j], m, calibrated)
         return out  # type: ignore[return-value]
+
+    # -- the linearised conditional pass --------------------------------------------------
+    @property
+    def linear_error(self) -> float | None:
+        """The guard's last measured max |dp| of the linear pass against the exact one (None: not measured)."""
+        with self._swap_lock:
+            return self._classes.linear_error
+
+    @property
+    def active_cond_mode(self) -> str:
+        """The text pass predictions use now: "linear" only when requested and within tolerance."""
+        with self._swap_lock:
+            return "linear" if self._classes.linear_active else "exact"
+
+    def _linearised(self, new: ClassSet, old: ClassSet) -> ClassSet:
+        """new with its linearisation (reusing old's classes; encoding only new ones) and the guard's verdict."""
+        if self.cond_mode != "linear" or not len(new):
+            return new
+        ctx = self.learner.ctx.float()
+        r0 = old.linear.r0 if old.linear is not None else expansion_point(self.learner, self._probes)
+        have = {name: i for i, name in enumerate(old.names)} if old.linear is not None else {}
+        missing = [i for i, name in enumerate(new.names) if name not in have]
+        parts, order = [], []
+        if len(have) and len(missing) < len(new):
+            kept = [have[n] for n in new.names if n in have]
+            parts.append(old.linear.select(kept))
+            order += [i for i, n in enumerate(new.names) if n in have]
+        if missing:
+            tokens = new.tokens.select(missing)
+            parts.append(linearise(self.passes, ctx, r0, length_groups(tokens), len(missing)))
+            order += missing
+        lin = Linearisation.cat(parts) if len(parts) > 1 else parts[0]
+        if order != list(range(len(new))):
+            lin = lin.select(sorted(range(len(order)), key=order.__getitem__))
+        with autocast(self.device):
+            exact = per_image_logits(
+                self.passes, self.learner, new, self._probes, [self.max_samples] * len(self._probes), self.noise,
+                self.scorer,
+            )  # fmt: skip
+        error = guard_error(lin, self.learner, self._probes, self.noise, self.scorer, exact)
+        active = error <= self.linear_tolerance
+        log.info(
+            "linear vpt-cond pass for %d classes: max |dp| %.1e on %d probes (tolerance %.0e): %s, %.1f MB",
+            len(new), error, len(self._probes), self.linear_tolerance, "linear" if active else "exact",
+            lin.nbytes / 2**20,
+        )  # fmt: skip
+        return dataclasses.replace(new, linear=lin, linear_error=error, linear_active=active)
 
     # -- helpers --------------------------------------------------------------------------
     def _valid_unique(self, names: list[str]) -> list[str]:
