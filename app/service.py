@@ -209,6 +209,8 @@ class Service:
             "variant": engine.variant,
             "id": str(engine.model_id),
             "max_samples": engine.max_samples,
+            "text_pass": getattr(engine, "active_cond_mode", "exact"),
+            "linear_error": getattr(engine, "linear_error", None),
             "calibration": calibration,
             "unknown_measure": measure,
             "unknown_threshold": threshold,
