@@ -169,7 +169,16 @@ class Service:
             log.info("new class registry %s: registered %d initial classes", self.registry.path, len(seeded))
         names = self._valid_names(self.registry.names(), "registered class")
         self.engine.set_classes(names)
+        self._class_metrics()
+
+    def _class_metrics(self) -> None:
+        """Gauges that follow the class set: its size and the linear pass's guard (re-measured on every change)."""
+        assert self.engine is not None
         self.metrics.classes.set(len(self.engine.classnames))
+        error = getattr(self.engine, "linear_error", None)
+        if error is not None:
+            self.metrics.linear_error.set(error)
+        self.metrics.linear_active.set(getattr(self.engine, "active_cond_mode", "exact") == "linear")
 
     def _valid_names(self, names: Sequence[str], what: str) -> list[str]:
         assert self.engine is not None
@@ -358,7 +367,7 @@ class Service:
             for name in added:  # keep the engine as the registry says
                 self.engine.remove_class(name)
             raise
-        self.metrics.classes.set(len(self.engine.classnames))
+        self._class_metrics()
 
     async def remove_class(self, name: str) -> dict[str, Any]:
         """Remove the class `name` names (any case or Unicode form of it); answers the name as registered."""
@@ -378,4 +387,4 @@ class Service:
         assert self.engine is not None
         self.registry.remove(name)
         self.engine.remove_class(name)
-        self.metrics.classes.set(len(self.engine.classnames))
+        self._class_metrics()

@@ -111,5 +111,7 @@ def test_cond_mode_setting_reaches_the_engine_and_the_answers(tmp_path, tiny):
     with serve(make_settings(tmp_path, samples=4, max_samples=4), engine) as c:
         model = c.get("/readyz").json()["model"]
         body = post_image(c, image_bytes((200, 30, 30)), samples=4).json()
+        metrics = c.get("/metrics").text
+    assert f"vpt_linear_error {body['model']['linear_error']}" in metrics and "vpt_linear_active 0.0" in metrics
     assert model["text_pass"] == body["model"]["text_pass"] == "exact"
     assert body["model"]["linear_error"] > settings.linear_tolerance
