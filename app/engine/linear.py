@@ -70,7 +70,17 @@ def expansion_point(learner: PromptLearner, probes: torch.Tensor) -> torch.Tenso
 def linearise(
     passes: TextPasses, ctx: torch.Tensor, r0: torch.Tensor, groups: list[LengthGroup], n_classes: int
 ) -> Linearisation:
-    """t_c(r0) and J_c for the classes in `groups`; ctx [n_ctx, W] is the learned context."""
+    """t_c(r0) and J_c for the classes in `groups`; ctx [n_ctx, W] is the learned context.
+
+    Always in fp32: differences of bf16 features (CUDA autocast) would be rounding noise.
+    """
+    with torch.autocast(r0.device.type, enabled=False):
+        return _linearise(passes, ctx.float(), r0.float(), groups, n_classes)
+
+
+def _linearise(
+    passes: TextPasses, ctx: torch.Tensor, r0: torch.Tensor, groups: list[LengthGroup], n_classes: int
+) -> Linearisation:
     width = r0.shape[0]
     base = passes.features((ctx + r0)[None], groups, n_classes)[0]
     cols = []
