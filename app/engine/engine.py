@@ -33,6 +33,19 @@ from training.uncertainty import summarize
 log = logging.getLogger(__name__)
 
 COND_MODES = ("exact", "linear")
+AUTO = "auto"  # a sample count: draw blocks of AUTO_BLOCK until the answer settles (stochastic variants)
+AUTO_BLOCK = 4
+
+
+def top_class_error(logits: torch.Tensor) -> float:
+    """Monte Carlo standard error of the top class's mean probability from per-sample logits [m, C] (inf if m < 2)."""
+    if logits.shape[0] < 2:
+        return float("inf")
+    p = torch.softmax(logits.float(), dim=-1)
+    top = p[:, p.mean(dim=0).argmax()]
+    return (top.std() / logits.shape[0] ** 0.5).item()
+
+
 LINEAR_PROBES = 4  # probe image features the guard compares the two passes on
 
 
@@ -60,6 +73,7 @@ class Engine:
         calibration: Calibration | None = None,
         cond_mode: str = "exact",
         linear_tolerance: float = 1e-3,
+        auto_tolerance: float = 5e-3,
     ) -> None:
         if max_samples < 1:
             raise ValueError("max_samples must be at least 1")
@@ -91,6 +105,7 @@ class Engine:
         # only while its measured error on the probes stays within linear_tolerance.
         self.cond_mode = cond_mode if self.variant == "vpt-cond" else "exact"
         self.linear_tolerance = linear_tolerance
+        self.auto_tolerance = auto_tolerance  # samples=AUTO stops at this standard error of the top probability
         self._probes = probe_features(LINEAR_PROBES, ident.embed_dim, seed, self.device)
         self._classes = ClassSet()
         self._swap_lock = threading.Lock()  # guards reading / replacing the class set
@@ -191,16 +206,16 @@ class Engine:
             image = image.convert("RGB")
         return self.backbone.preprocess(image)
 
-    def predict(self, images: torch.Tensor, samples: list[int]) -> list[Prediction]:
-        """One batched forward; samples[i] (1..max_samples) prompts are averaged for image i."""
+    def predict(self, images: torch.Tensor, samples: list[int | str]) -> list[Prediction]:
+        """One batched forward; samples[i] (1..max_samples, or AUTO) prompts are averaged for image i."""
         if images.ndim != 4 or len(images) != len(samples):
             raise InvalidSamplesError(
                 f"need images [B, 3, H, W] and one sample count per image; got {tuple(images.shape)} "
                 f"and {len(samples)} counts"
             )
-        bad = [m for m in samples if not isinstance(m, int) or not 1 <= m <= self.max_samples]
+        bad = [m for m in samples if m != AUTO and (not isinstance(m, int) or not 1 <= m <= self.max_samples)]
         if bad:
-            raise InvalidSamplesError(f"samples must be in 1..{self.max_samples}; got {bad[0]!r}")
+            raise InvalidSamplesError(f"samples must be in 1..{self.max_samples} or {AUTO!r}; got {bad[0]!r}")
         with self._swap_lock:
             classes, calibrated = self._classes, self._calibrated
         if not len(classes):
@@ -222,19 +237,48 @@ class Engine:
 
     @torch.inference_mode()
     def _predict(
-        self, classes: ClassSet, images: torch.Tensor, samples: list[int], calibrated: bool
+        self, classes: ClassSet, images: torch.Tensor, samples: list[int | str], calibrated: bool
     ) -> list[Prediction]:
         feats = self.backbone.encode_images(images)
-        used = samples if self.cfg.stochastic else [1] * len(samples)
-        if classes.linear_active:  # no text pass: the linearised features, one matmul per chunk
-            logits = linear_logits(classes.linear, self.learner, feats, used, self.noise, self.scorer)
-        elif self.cfg.per_image:
-            with autocast(self.device):  # text passes in bf16 on CUDA; similarities are reduced in fp32
-                logits = per_image_logits(self.passes, self.learner, classes, feats, used, self.noise, self.scorer)
-        else:  # one fp32 matmul against the first max(m) bank entries: [B, D] x [D, m * C]
-            every = self.scorer.shared(feats, classes.text_t[:, : max(used)])  # a view, rows m * C apart
-            logits = [every[i, :m] for i, m in enumerate(used)]
+        if not self.cfg.stochastic:
+            return self._summaries(classes.names, self._logits(classes, feats, [1] * len(samples)), calibrated)
+        logits: list[torch.Tensor | None] = [None] * len(samples)
+        for want_auto, run in ((False, self._logits), (True, self._adaptive_logits)):
+            idx = [i for i, m in enumerate(samples) if (m == AUTO) == want_auto]
+            if idx:
+                rows = torch.tensor(idx, device=feats.device)
+                for i, lg in zip(idx, run(classes, feats[rows], [samples[i] for i in idx])):
+                    logits[i] = lg
         return self._summaries(classes.names, logits, calibrated)
+
+    def _logits(self, classes: ClassSet, feats: torch.Tensor, used: list[int], offset: int = 0) -> list[torch.Tensor]:
+        """Logits [m_i, C] per image from bank rows offset .. offset + m_i - 1."""
+        noise = None if self.noise is None else self.noise[offset:]
+        if classes.linear_active:  # no text pass: the linearised features, one matmul per chunk
+            return linear_logits(classes.linear, self.learner, feats, used, noise, self.scorer)
+        if self.cfg.per_image:
+            with autocast(self.device):  # text passes in bf16 on CUDA; similarities are reduced in fp32
+                return per_image_logits(self.passes, self.learner, classes, feats, used, noise, self.scorer)
+        # one fp32 matmul against max(m) bank entries: [B, D] x [D, m * C]
+        every = self.scorer.shared(feats, classes.text_t[:, offset : offset + max(used)])  # a view, rows m * C apart
+        return [every[i, :m] for i, m in enumerate(used)]
+
+    def _adaptive_logits(self, classes: ClassSet, feats: torch.Tensor, _: list) -> list[torch.Tensor]:
+        """samples=AUTO: blocks of AUTO_BLOCK bank rows until the top class's Monte Carlo standard error
+        is within auto_tolerance (or max_samples). An answer that used m samples is the fixed-m answer."""
+        parts: list[list[torch.Tensor]] = [[] for _ in range(len(feats))]
+        active, done = list(range(len(feats))), 0
+        while active:
+            k = min(AUTO_BLOCK, self.max_samples - done)
+            rows = torch.tensor(active, device=feats.device)
+            new = self._logits(classes, feats[rows], [k] * len(active), offset=done)
+            done += k
+            for i, lg in zip(active, new):
+                parts[i].append(lg)
+            if done >= self.max_samples:
+                break
+            active = [i for i in active if top_class_error(torch.cat(parts[i])) > self.auto_tolerance]
+        return [torch.cat(p) for p in parts]
 
     @staticmethod
     def _summaries(names: tuple[str, ...], logits: list[torch.Tensor], calibrated: bool) -> list[Prediction]:
