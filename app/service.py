@@ -228,7 +228,7 @@ class Service:
     # classify ---------------------------------------------------------------------------------
 
     async def classify(
-        self, data: bytes, top_k: int | None = None, samples: int | None = None, alpha: float | None = None
+        self, data: bytes, top_k: int | None = None, samples: int | str | None = None, alpha: float | None = None
     ) -> dict[str, Any]:
         engine = self._require_engine()
         alpha = self.settings.alpha if alpha is None else alpha
@@ -236,7 +236,7 @@ class Service:
             raise InvalidRequestError(f"alpha must be strictly between 0 and 1 (coverage 1 - alpha); got {alpha}")
         limit = min(self.settings.max_samples, engine.max_samples)
         samples = self.settings.samples if samples is None else samples
-        if not 1 <= samples <= limit:
+        if samples != "auto" and not 1 <= samples <= limit:
             raise InvalidRequestError(f"samples must be between 1 and {limit}; got {samples}")
         if not engine.classnames:
             raise NoClassesError("no classes registered")

@@ -115,3 +115,12 @@ def test_cond_mode_setting_reaches_the_engine_and_the_answers(tmp_path, tiny):
     assert f"vpt_linear_error {body['model']['linear_error']}" in metrics and "vpt_linear_active 0.0" in metrics
     assert model["text_pass"] == body["model"]["text_pass"] == "exact"
     assert body["model"]["linear_error"] > settings.linear_tolerance
+
+
+@pytest.mark.parametrize("variant", ["vpt", "vpt-cond", "coop"])
+def test_samples_auto_over_http(tmp_path, tiny, variant):
+    with serve(make_settings(tmp_path, samples=4, max_samples=8), load(tiny, variant)) as c:
+        body = post_image(c, image_bytes((200, 30, 30)), samples="auto").json()
+        refused = post_image(c, image_bytes((200, 30, 30)), samples="autox")
+    assert body["samples"] in ((4, 8) if variant != "coop" else (1,))
+    assert refused.status_code == 422
