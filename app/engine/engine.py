@@ -33,6 +33,7 @@ from training.uncertainty import summarize
 log = logging.getLogger(__name__)
 
 COND_MODES = ("exact", "linear")
+LINEAR_PROBES = 4  # probe image features the guard compares the two passes on
 AUTO = "auto"  # a sample count: draw blocks of AUTO_BLOCK until the answer settles (stochastic variants)
 AUTO_BLOCK = 4
 
@@ -44,9 +45,6 @@ def top_class_error(logits: torch.Tensor) -> float:
     p = torch.softmax(logits.float(), dim=-1)
     top = p[:, p.mean(dim=0).argmax()]
     return (top.std() / logits.shape[0] ** 0.5).item()
-
-
-LINEAR_PROBES = 4  # probe image features the guard compares the two passes on
 
 
 def describe_model(variant: str, backbone: Backbone, posterior: str | Path | None) -> str:
