@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.engine.engine import Engine, Prediction  # noqa: E402
+from app.engine.engine import AUTO, Engine, Prediction  # noqa: E402
 from training.backbone import Backbone, autocast, load_backbone  # noqa: E402
 from training.learners import LearnerConfig, PromptLearner, create_learner  # noqa: E402
 from training.text_passes import MODES, encode_prompts  # noqa: E402
@@ -376,6 +376,27 @@ def bench_linear(backbone: Backbone, n_cls: int, m: int, n_img: int, min_time: f
     return row, [note]
 
 
+def bench_auto(backbone: Backbone, learner: PromptLearner, n_cls: int, m: int, n_img: int) -> Row:
+    """vpt-cond (exact pass) with samples=AUTO against the same engine at the full M."""
+    names = class_names(n_cls)
+    size = backbone.model.visual.image_size
+    size = size[0] if isinstance(size, tuple) else size
+    images = torch.randn(n_img, 3, size, size, generator=torch.Generator().manual_seed(4)).to(backbone.device)
+    engine = Engine(backbone, learner, max_samples=m)
+    engine.set_classes(names)
+    fns = {
+        "full": partial(engine.predict, images, [m] * n_img),
+        "auto": partial(engine.predict, images, [AUTO] * n_img),
+    }
+    timing = measure(fns, backbone.device, 0.0)
+    full, auto = fns["full"](), fns["auto"]()
+    diff = max((probs_by_label(a, names) - probs_by_label(f, names)).abs().max().item() for a, f in zip(auto, full))
+    used = sum(p.samples for p in auto) / n_img
+    ms = 1000 * min(timing["auto"][0]) / n_img
+    note = f"mean {used:.1f} of {m} samples (tolerance {engine.auto_tolerance}); full M {1000 * min(timing['full'][0]) / n_img:,.1f} ms/image"  # noqa: E501
+    return Row("small", n_cls, m, "engine vpt-cond samples=auto", n_img, ms, timing["auto"][1], note, max_diff=diff)
+
+
 def print_table(rows: list[Row]) -> None:
     head = "| config | C | M | method | images | images/s | ms/image | peak MB | speedup vs ref | vs zero-shot | max abs diff p | note |"  # noqa: E501
     print(head)
@@ -432,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     modes = bench_text_modes(small, learners["vpt-cond"], 100, 20, 8 if gpu else 1 if args.quick else 2)
     linear_row, linear_notes = bench_linear(small, 100, 20, 16 if args.quick else 32, 0.3 if args.quick else 2.0)
     rows.append(linear_row)
+    rows.append(bench_auto(small, learners["vpt-cond"], 100, 20, 2 if args.quick else 4))
     del small, learners
     torch.manual_seed(0)
     big = load_backbone("ViT-B-16-quickgelu", "none", device)
