@@ -111,6 +111,8 @@ def load_engine(settings: Settings):
         cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
         max_samples=settings.max_samples,
         seed=settings.seed,
+        cond_mode=settings.cond_mode,
+        linear_tolerance=settings.linear_tolerance,
     )
 
 

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     samples: int = Field(20, ge=1, description="Monte Carlo samples per image when a request gives none")
     max_samples: int = Field(20, ge=1, description="largest `samples` a request may ask for (size of the sample bank)")
     seed: int = Field(0, description="seed of the engine's residual bank (answers are reproducible)")
+    cond_mode: Literal["exact", "linear"] = Field(
+        "exact",
+        description="vpt-cond text pass: exact (a pass per image and sample) or linear (class features "
+        "linearised in the residual; used only while its measured error is within linear_tolerance)",
+    )
+    linear_tolerance: float = Field(
+        1e-3, gt=0, description="largest max |dp| against the exact pass, on probe features, for the linear pass"
+    )
     demo: bool = Field(False, description="serve the shapes demo model shipped in the package (builds nothing)")
     classes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -63,6 +63,10 @@ class Metrics:
         self.set_size = Histogram(
             "vpt_prediction_set_size", "classes in served prediction sets", buckets=BATCH_BUCKETS, registry=r
         )
+        self.linear_error = Gauge(
+            "vpt_linear_error", "vpt-cond linear pass: the guard's max |dp| against the exact pass", registry=r
+        )
+        self.linear_active = Gauge("vpt_linear_active", "1 while vpt-cond answers use the linear pass", registry=r)
         self.calibrated = Gauge(
             "vpt_calibrated", "1 while the registered classes are the ones the posterior was calibrated on", registry=r
         )

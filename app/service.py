@@ -169,7 +169,16 @@ class Service:
             log.info("new class registry %s: registered %d initial classes", self.registry.path, len(seeded))
         names = self._valid_names(self.registry.names(), "registered class")
         self.engine.set_classes(names)
+        self._class_metrics()
+
+    def _class_metrics(self) -> None:
+        """Gauges that follow the class set: its size and the linear pass's guard (re-measured on every change)."""
+        assert self.engine is not None
         self.metrics.classes.set(len(self.engine.classnames))
+        error = getattr(self.engine, "linear_error", None)
+        if error is not None:
+            self.metrics.linear_error.set(error)
+        self.metrics.linear_active.set(getattr(self.engine, "active_cond_mode", "exact") == "linear")
 
     def _valid_names(self, names: Sequence[str], what: str) -> list[str]:
         assert self.engine is not None
@@ -209,6 +218,8 @@ class Service:
             "variant": engine.variant,
             "id": str(engine.model_id),
             "max_samples": engine.max_samples,
+            "text_pass": getattr(engine, "active_cond_mode", "exact"),
+            "linear_error": getattr(engine, "linear_error", None),
             "calibration": calibration,
             "unknown_measure": measure,
             "unknown_threshold": threshold,
@@ -217,7 +228,7 @@ class Service:
     # classify ---------------------------------------------------------------------------------
 
     async def classify(
-        self, data: bytes, top_k: int | None = None, samples: int | None = None, alpha: float | None = None
+        self, data: bytes, top_k: int | None = None, samples: int | str | None = None, alpha: float | None = None
     ) -> dict[str, Any]:
         engine = self._require_engine()
         alpha = self.settings.alpha if alpha is None else alpha
@@ -225,7 +236,7 @@ class Service:
             raise InvalidRequestError(f"alpha must be strictly between 0 and 1 (coverage 1 - alpha); got {alpha}")
         limit = min(self.settings.max_samples, engine.max_samples)
         samples = self.settings.samples if samples is None else samples
-        if not 1 <= samples <= limit:
+        if samples != "auto" and not 1 <= samples <= limit:
             raise InvalidRequestError(f"samples must be between 1 and {limit}; got {samples}")
         if not engine.classnames:
             raise NoClassesError("no classes registered")
@@ -356,7 +367,7 @@ class Service:
             for name in added:  # keep the engine as the registry says
                 self.engine.remove_class(name)
             raise
-        self.metrics.classes.set(len(self.engine.classnames))
+        self._class_metrics()
 
     async def remove_class(self, name: str) -> dict[str, Any]:
         """Remove the class `name` names (any case or Unicode form of it); answers the name as registered."""
@@ -376,4 +387,4 @@ class Service:
         assert self.engine is not None
         self.registry.remove(name)
         self.engine.remove_class(name)
-        self.metrics.classes.set(len(self.engine.classnames))
+        self._class_metrics()

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.engine.engine import Engine, Prediction  # noqa: E402
+from app.engine.engine import AUTO, Engine, Prediction  # noqa: E402
 from training.backbone import Backbone, autocast, load_backbone  # noqa: E402
 from training.learners import LearnerConfig, PromptLearner, create_learner  # noqa: E402
 from training.text_passes import MODES, encode_prompts  # noqa: E402
@@ -58,14 +58,16 @@ def class_names(n: int) -> list[str]:
     return names[:n]
 
 
-def make_learner(backbone: Backbone, variant: str, seed: int = 0) -> PromptLearner:
-    """A learner with non-trivial weights (random backbone: there is nothing to fit)."""
+def make_learner(
+    backbone: Backbone, variant: str, seed: int = 0, log_var: float = -4.0, spread: float = 0.05
+) -> PromptLearner:
+    """A learner with non-trivial weights (random backbone: there is nothing to fit); spread nudges its MLPs."""
     torch.manual_seed(seed)
-    learner = create_learner(LearnerConfig(variant, log_var_init=-4.0), backbone)
+    learner = create_learner(LearnerConfig(variant, log_var_init=log_var), backbone)
     with torch.no_grad():
         for name, p in learner.named_parameters():
             if name != "ctx":
-                p.add_(torch.randn_like(p) * 0.05)
+                p.add_(torch.randn_like(p) * spread)
     return learner.to(backbone.device).eval().requires_grad_(False)
 
 
@@ -332,6 +334,69 @@ def bench_text_modes(backbone: Backbone, learner: PromptLearner, n_cls: int, m: 
     return lines
 
 
+# The linear row's posterior: sigma = e^-8 ~ 3e-4 and mu(f) nearly constant, narrow enough for the guard
+# on the random small backbone (the default bench learner, sigma e^-2, measures ~2e-2 and runs exact).
+NARROW = {"log_var": -16.0, "spread": 0.001}
+
+
+def bench_linear(backbone: Backbone, n_cls: int, m: int, n_img: int, min_time: float) -> tuple[Row, list[str]]:
+    """vpt-cond in cond_mode "linear" against the exact engine and zero-shot CLIP (same images, same noise)."""
+    names = class_names(n_cls)
+    size = backbone.model.visual.image_size
+    size = size[0] if isinstance(size, tuple) else size
+    images = torch.randn(n_img, 3, size, size, generator=torch.Generator().manual_seed(3)).to(backbone.device)
+    learner = make_learner(backbone, "vpt-cond", **NARROW)
+    exact = Engine(backbone, learner, max_samples=m)
+    linear = Engine(backbone, learner, max_samples=m, cond_mode="linear")
+    exact.set_classes(names)
+    start = time.perf_counter()
+    linear.set_classes(names)
+    register = time.perf_counter() - start
+    zs = ZeroShotCLIP(backbone, names)
+    timing = measure(
+        {"zero-shot CLIP": partial(zs.predict, images), "linear": partial(linear.predict, images, [m] * n_img)},
+        backbone.device, min_time, min_reps=5,
+    )  # fmt: skip
+    got = torch.stack([probs_by_label(p, names) for p in linear.predict(images, [m] * n_img)])
+    want = torch.stack([probs_by_label(p, names) for p in exact.predict(images, [m] * n_img)])
+    lin = linear._classes.linear
+    ms = 1000 * min(timing["linear"][0]) / n_img
+    row = Row(
+        "small", n_cls, m, f"engine vpt-cond linear ({linear.active_cond_mode})", n_img, ms, timing["linear"][1],
+        f"register {register:.2f} s; Jacobians {lin.nbytes / 2**20:.1f} MB; guard max |dp| {linear.linear_error:.1e}",
+        vs_zeroshot=paired_ratio(timing["zero-shot CLIP"][0], timing["linear"][0]),
+        max_diff=(got - want).abs().max().item(),
+    )  # fmt: skip
+    default = Engine(backbone, make_learner(backbone, "vpt-cond"), max_samples=m, cond_mode="linear")
+    default.set_classes(names[:10])
+    note = (
+        f"# guard on the default bench learner (sigma e^-2), C=10, M={m}: max |dp| {default.linear_error:.1e} "
+        f"-> {default.active_cond_mode}"
+    )
+    return row, [note]
+
+
+def bench_auto(backbone: Backbone, learner: PromptLearner, n_cls: int, m: int, n_img: int) -> Row:
+    """vpt-cond (exact pass) with samples=AUTO against the same engine at the full M."""
+    names = class_names(n_cls)
+    size = backbone.model.visual.image_size
+    size = size[0] if isinstance(size, tuple) else size
+    images = torch.randn(n_img, 3, size, size, generator=torch.Generator().manual_seed(4)).to(backbone.device)
+    engine = Engine(backbone, learner, max_samples=m)
+    engine.set_classes(names)
+    fns = {
+        "full": partial(engine.predict, images, [m] * n_img),
+        "auto": partial(engine.predict, images, [AUTO] * n_img),
+    }
+    timing = measure(fns, backbone.device, 0.0)
+    full, auto = fns["full"](), fns["auto"]()
+    diff = max((probs_by_label(a, names) - probs_by_label(f, names)).abs().max().item() for a, f in zip(auto, full))
+    used = sum(p.samples for p in auto) / n_img
+    ms = 1000 * min(timing["auto"][0]) / n_img
+    note = f"mean {used:.1f} of {m} samples (tolerance {engine.auto_tolerance}); full M {1000 * min(timing['full'][0]) / n_img:,.1f} ms/image"  # noqa: E501
+    return Row("small", n_cls, m, "engine vpt-cond samples=auto", n_img, ms, timing["auto"][1], note, max_diff=diff)
+
+
 def print_table(rows: list[Row]) -> None:
     head = "| config | C | M | method | images | images/s | ms/image | peak MB | speedup vs ref | vs zero-shot | max abs diff p | note |"  # noqa: E501
     print(head)
@@ -386,6 +451,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# small C={n_cls} done at {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
     modes = bench_text_modes(small, learners["vpt-cond"], 100, 20, 8 if gpu else 1 if args.quick else 2)
+    linear_row, linear_notes = bench_linear(small, 100, 20, 16 if args.quick else 32, 0.3 if args.quick else 2.0)
+    rows.append(linear_row)
+    rows.append(bench_auto(small, learners["vpt-cond"], 100, 20, 2 if args.quick else 4))
     del small, learners
     torch.manual_seed(0)
     big = load_backbone("ViT-B-16-quickgelu", "none", device)
@@ -401,12 +469,14 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows)
     print()
     print("\n".join(modes))
+    print("\n".join(linear_notes))
     print(f"# total {time.perf_counter() - start:.0f} s")
     key = {r.method: r for r in rows if r.config == "small" and r.classes == 100 and r.samples == 20}
     vpt, cond = key["engine vpt"], key["engine vpt-cond"]
     print(
         f"RESULT speedup_vpt={vpt.speedup:.1f} speedup_cond={cond.speedup:.1f} "
-        f"vpt_vs_zeroshot={vpt.vs_zeroshot:.2f} max_abs_diff={max(vpt.max_diff, cond.max_diff):.1e}"
+        f"vpt_vs_zeroshot={vpt.vs_zeroshot:.2f} max_abs_diff={max(vpt.max_diff, cond.max_diff):.1e} "
+        f"cond_linear_vs_zeroshot={linear_row.vs_zeroshot:.2f} cond_linear_max_abs_diff={linear_row.max_diff:.1e}"
     )
 
 

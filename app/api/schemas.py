@@ -18,6 +18,13 @@ class ModelOut(BaseModel):
     variant: str = Field(description="zeroshot, coop, cocoop, vpt or vpt-cond")
     id: str = Field(description="which backbone + posterior answered")
     max_samples: int
+    text_pass: str = Field(
+        "exact",
+        description="vpt-cond's text pass: exact, or linear (cond_mode linear and the guard passed)",
+    )
+    linear_error: float | None = Field(
+        None, description="the guard's measured max |dp| of the linear pass against the exact one (null: not measured)"
+    )
     calibration: CalibrationOut | None = Field(description="null: the posterior carries no calibration")
     unknown_measure: str = Field(description="the score the unknown flag thresholds")
     unknown_threshold: float = Field(description="answers with unknown_score above this are flagged unknown")

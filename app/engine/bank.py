@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from app.engine.linear import Linearisation
 from training.text_passes import LengthGroup, PrefixKV, TextPasses, length_groups
 from training.text_tower import ClassTokens
 
@@ -32,6 +33,9 @@ class ClassSet:
     groups: list[LengthGroup] = field(default_factory=list)  # tokens split by prompt length
     text: torch.Tensor | None = None  # [M, C, D] shared variants' cached features
     text_t: torch.Tensor | None = None  # the same as [D, M, C], contiguous: the matmul's fast layout
+    linear: Linearisation | None = None  # vpt-cond's linearised text features (cond_mode "linear")
+    linear_error: float | None = None  # the guard's max |dp| of `linear` against the exact pass
+    linear_active: bool = False  # the guard passed: predictions use `linear`
 
     def __len__(self) -> int:
         return len(self.names)

@@ -7,6 +7,7 @@ so a prediction always scores against one consistent class set, and changes neve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,16 +20,31 @@ from app import names as class_names
 from app.engine.bank import ClassCache, ClassSet, draw_noise
 from app.engine.cond import per_image_logits
 from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
+from app.engine.linear import Linearisation, expansion_point, guard_error, linear_logits, linearise, probe_features
 from app.engine.results import ClassScore, Prediction
 from training.artifact import load_posterior
 from training.backbone import Backbone, autocast, load_backbone
 from training.calibration import Calibration, is_calibrated_for
 from training.learners import LearnerConfig, PromptLearner, build_learner
-from training.text_passes import TextPasses
+from training.text_passes import TextPasses, length_groups
 from training.text_tower import ClassTokens, PromptError, TextTower, prompt_text
 from training.uncertainty import summarize
 
 log = logging.getLogger(__name__)
+
+COND_MODES = ("exact", "linear")
+LINEAR_PROBES = 4  # probe image features the guard compares the two passes on
+AUTO = "auto"  # a sample count: draw blocks of AUTO_BLOCK until the answer settles (stochastic variants)
+AUTO_BLOCK = 4
+
+
+def top_class_error(logits: torch.Tensor) -> float:
+    """Monte Carlo standard error of the top class's mean probability from per-sample logits [m, C] (inf if m < 2)."""
+    if logits.shape[0] < 2:
+        return float("inf")
+    p = torch.softmax(logits.float(), dim=-1)
+    top = p[:, p.mean(dim=0).argmax()]
+    return (top.std() / logits.shape[0] ** 0.5).item()
 
 
 def describe_model(variant: str, backbone: Backbone, posterior: str | Path | None) -> str:
@@ -53,9 +69,14 @@ class Engine:
         model_id: str | None = None,
         text_mode: str | None = None,
         calibration: Calibration | None = None,
+        cond_mode: str = "exact",
+        linear_tolerance: float = 1e-3,
+        auto_tolerance: float = 5e-3,
     ) -> None:
         if max_samples < 1:
             raise ValueError("max_samples must be at least 1")
+        if cond_mode not in COND_MODES:
+            raise ValueError(f"unknown cond_mode {cond_mode!r}; choose one of {', '.join(COND_MODES)}")
         ident = backbone.identity
         if learner is None:
             learner = build_learner(LearnerConfig("zeroshot"), ident.text_width, ident.embed_dim)
@@ -78,6 +99,12 @@ class Engine:
         # The noise bank: drawn once, so answers are reproducible and batch-independent.
         self.noise = draw_noise(max_samples, ident.text_width, seed, self.device) if self.cfg.stochastic else None
         self.cache = ClassCache(self.passes, None if self.cfg.per_image else self._shared_contexts())
+        # vpt-cond's linearised pass (app/engine/linear.py): requested by cond_mode "linear", used
+        # only while its measured error on the probes stays within linear_tolerance.
+        self.cond_mode = cond_mode if self.variant == "vpt-cond" else "exact"
+        self.linear_tolerance = linear_tolerance
+        self.auto_tolerance = auto_tolerance  # samples=AUTO stops at this standard error of the top probability
+        self._probes = probe_features(LINEAR_PROBES, ident.embed_dim, seed, self.device)
         self._classes = ClassSet()
         self._swap_lock = threading.Lock()  # guards reading / replacing the class set
         self._change_lock = threading.Lock()  # serialises class changes (encoding runs outside _swap_lock)
@@ -93,6 +120,8 @@ class Engine:
         cache_dir: str | None = None,
         max_samples: int = 20,
         seed: int = 0,
+        cond_mode: str = "exact",
+        linear_tolerance: float = 1e-3,
     ) -> Engine:
         """Backbone from a model name or JSON config; posterior artifact, or None for zero-shot CLIP."""
         bb = load_backbone(backbone, weights, device, cache_dir)
@@ -108,6 +137,8 @@ class Engine:
             seed=seed,
             model_id=describe_model(variant, bb, posterior),
             calibration=calibration,
+            cond_mode=cond_mode,
+            linear_tolerance=linear_tolerance,
         )
         engine.trained_classnames = list(trained)
         log.info("engine %s, max %d samples", engine.model_id, max_samples)
@@ -140,7 +171,7 @@ class Engine:
         valid = self._valid_unique(names)
         with self._change_lock, autocast(self.device):
             new = self.cache.build(self._tokens(valid)) if valid else ClassSet()
-            self._swap(new)
+            self._swap(self._linearised(new, self._classes))
 
     @torch.inference_mode()
     def add_classes(self, names: list[str]) -> list[str]:
@@ -151,7 +182,8 @@ class Engine:
             fresh = [n for n in valid if current.index(n) is None]
             if fresh:
                 with autocast(self.device):
-                    self._swap(self.cache.add(current, self._tokens(fresh)))
+                    new = self.cache.add(current, self._tokens(fresh))
+                self._swap(self._linearised(new, current))
         return fresh
 
     @torch.inference_mode()
@@ -162,7 +194,7 @@ class Engine:
             position = self._classes.index(text)
             if position is None:
                 return False
-            self._swap(self.cache.remove(self._classes, position))
+            self._swap(self._linearised(self.cache.remove(self._classes, position), self._classes))
         return True
 
     # -- prediction -----------------------------------------------------------------------
@@ -172,16 +204,16 @@ class Engine:
             image = image.convert("RGB")
         return self.backbone.preprocess(image)
 
-    def predict(self, images: torch.Tensor, samples: list[int]) -> list[Prediction]:
-        """One batched forward; samples[i] (1..max_samples) prompts are averaged for image i."""
+    def predict(self, images: torch.Tensor, samples: list[int | str]) -> list[Prediction]:
+        """One batched forward; samples[i] (1..max_samples, or AUTO) prompts are averaged for image i."""
         if images.ndim != 4 or len(images) != len(samples):
             raise InvalidSamplesError(
                 f"need images [B, 3, H, W] and one sample count per image; got {tuple(images.shape)} "
                 f"and {len(samples)} counts"
             )
-        bad = [m for m in samples if not isinstance(m, int) or not 1 <= m <= self.max_samples]
+        bad = [m for m in samples if m != AUTO and (not isinstance(m, int) or not 1 <= m <= self.max_samples)]
         if bad:
-            raise InvalidSamplesError(f"samples must be in 1..{self.max_samples}; got {bad[0]!r}")
+            raise InvalidSamplesError(f"samples must be in 1..{self.max_samples} or {AUTO!r}; got {bad[0]!r}")
         with self._swap_lock:
             classes, calibrated = self._classes, self._calibrated
         if not len(classes):
@@ -203,17 +235,48 @@ class Engine:
 
     @torch.inference_mode()
     def _predict(
-        self, classes: ClassSet, images: torch.Tensor, samples: list[int], calibrated: bool
+        self, classes: ClassSet, images: torch.Tensor, samples: list[int | str], calibrated: bool
     ) -> list[Prediction]:
         feats = self.backbone.encode_images(images)
-        used = samples if self.cfg.stochastic else [1] * len(samples)
+        if not self.cfg.stochastic:
+            return self._summaries(classes.names, self._logits(classes, feats, [1] * len(samples)), calibrated)
+        logits: list[torch.Tensor | None] = [None] * len(samples)
+        for want_auto, run in ((False, self._logits), (True, self._adaptive_logits)):
+            idx = [i for i, m in enumerate(samples) if (m == AUTO) == want_auto]
+            if idx:
+                rows = torch.tensor(idx, device=feats.device)
+                for i, lg in zip(idx, run(classes, feats[rows], [samples[i] for i in idx])):
+                    logits[i] = lg
+        return self._summaries(classes.names, logits, calibrated)
+
+    def _logits(self, classes: ClassSet, feats: torch.Tensor, used: list[int], offset: int = 0) -> list[torch.Tensor]:
+        """Logits [m_i, C] per image from bank rows offset .. offset + m_i - 1."""
+        noise = None if self.noise is None else self.noise[offset:]
+        if classes.linear_active:  # no text pass: the linearised features, one matmul per chunk
+            return linear_logits(classes.linear, self.learner, feats, used, noise, self.scorer)
         if self.cfg.per_image:
             with autocast(self.device):  # text passes in bf16 on CUDA; similarities are reduced in fp32
-                logits = per_image_logits(self.passes, self.learner, classes, feats, used, self.noise, self.scorer)
-        else:  # one fp32 matmul against the first max(m) bank entries: [B, D] x [D, m * C]
-            every = self.scorer.shared(feats, classes.text_t[:, : max(used)])  # a view, rows m * C apart
-            logits = [every[i, :m] for i, m in enumerate(used)]
-        return self._summaries(classes.names, logits, calibrated)
+                return per_image_logits(self.passes, self.learner, classes, feats, used, noise, self.scorer)
+        # one fp32 matmul against max(m) bank entries: [B, D] x [D, m * C]
+        every = self.scorer.shared(feats, classes.text_t[:, offset : offset + max(used)])  # a view, rows m * C apart
+        return [every[i, :m] for i, m in enumerate(used)]
+
+    def _adaptive_logits(self, classes: ClassSet, feats: torch.Tensor, _: list) -> list[torch.Tensor]:
+        """samples=AUTO: blocks of AUTO_BLOCK bank rows until the top class's Monte Carlo standard error
+        is within auto_tolerance (or max_samples). An answer that used m samples is the fixed-m answer."""
+        parts: list[list[torch.Tensor]] = [[] for _ in range(len(feats))]
+        active, done = list(range(len(feats))), 0
+        while active:
+            k = min(AUTO_BLOCK, self.max_samples - done)
+            rows = torch.tensor(active, device=feats.device)
+            new = self._logits(classes, feats[rows], [k] * len(active), offset=done)
+            done += k
+            for i, lg in zip(active, new):
+                parts[i].append(lg)
+            if done >= self.max_samples:
+                break
+            active = [i for i in active if top_class_error(torch.cat(parts[i])) > self.auto_tolerance]
+        return [torch.cat(p) for p in parts]
 
     @staticmethod
     def _summaries(names: tuple[str, ...], logits: list[torch.Tensor], calibrated: bool) -> list[Prediction]:
@@ -238,6 +301,53 @@ class Engine:
                 scores = list(map(ClassScore, labels, probs[j], var[j], std[j]))
                 out[i] = Prediction(scores, h[j], eh[j], mi[j], en[j], m, calibrated)
         return out  # type: ignore[return-value]
+
+    # -- the linearised conditional pass --------------------------------------------------
+    @property
+    def linear_error(self) -> float | None:
+        """The guard's last measured max |dp| of the linear pass against the exact one (None: not measured)."""
+        with self._swap_lock:
+            return self._classes.linear_error
+
+    @property
+    def active_cond_mode(self) -> str:
+        """The text pass predictions use now: "linear" only when requested and within tolerance."""
+        with self._swap_lock:
+            return "linear" if self._classes.linear_active else "exact"
+
+    def _linearised(self, new: ClassSet, old: ClassSet) -> ClassSet:
+        """new with its linearisation (reusing old's classes; encoding only new ones) and the guard's verdict."""
+        if self.cond_mode != "linear" or not len(new):
+            return new
+        ctx = self.learner.ctx.float()
+        r0 = old.linear.r0 if old.linear is not None else expansion_point(self.learner, self._probes)
+        have = {name: i for i, name in enumerate(old.names)} if old.linear is not None else {}
+        missing = [i for i, name in enumerate(new.names) if name not in have]
+        parts, order = [], []
+        if len(have) and len(missing) < len(new):
+            kept = [have[n] for n in new.names if n in have]
+            parts.append(old.linear.select(kept))
+            order += [i for i, n in enumerate(new.names) if n in have]
+        if missing:
+            tokens = new.tokens.select(missing)
+            parts.append(linearise(self.passes, ctx, r0, length_groups(tokens), len(missing)))
+            order += missing
+        lin = Linearisation.cat(parts) if len(parts) > 1 else parts[0]
+        if order != list(range(len(new))):
+            lin = lin.select(sorted(range(len(order)), key=order.__getitem__))
+        with autocast(self.device):
+            exact = per_image_logits(
+                self.passes, self.learner, new, self._probes, [self.max_samples] * len(self._probes), self.noise,
+                self.scorer,
+            )  # fmt: skip
+        error = guard_error(lin, self.learner, self._probes, self.noise, self.scorer, exact)
+        active = error <= self.linear_tolerance
+        log.info(
+            "linear vpt-cond pass for %d classes: max |dp| %.1e on %d probes (tolerance %.0e): %s, %.1f MB",
+            len(new), error, len(self._probes), self.linear_tolerance, "linear" if active else "exact",
+            lin.nbytes / 2**20,
+        )  # fmt: skip
+        return dataclasses.replace(new, linear=lin, linear_error=error, linear_active=active)
 
     # -- helpers --------------------------------------------------------------------------
     def _valid_unique(self, names: list[str]) -> list[str]:

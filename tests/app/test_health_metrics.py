@@ -25,6 +25,8 @@ def test_livez_and_readyz(client):
             "variant": "vpt",
             "id": "fake-vpt",
             "max_samples": 20,
+            "text_pass": "exact",
+            "linear_error": None,
             "calibration": None,
             "unknown_measure": "entropy",
             "unknown_threshold": 1.5,

@@ -95,3 +95,32 @@ def test_calibration_reaches_the_answers_and_lapses_when_classes_change(tmp_path
     # T = 3 flattens the distribution: the top probability drops, the entropy rises
     assert body["classes"][0]["probability"] < plain["classes"][0]["probability"]
     assert body["entropy"] > plain["entropy"]
+
+
+def test_cond_mode_setting_reaches_the_engine_and_the_answers(tmp_path, tiny):
+    """The tiny artifact's sigma (e^-0.5) is far too wide to linearise: the guard measures that and runs exact."""
+    from app.cli import load_engine
+    from app.config import Settings
+
+    settings = Settings(
+        backbone=str(tiny["config"]), weights=str(tiny["weights"]), posterior=tiny["vpt-cond"], device="cpu",
+        max_samples=4, samples=4, cond_mode="linear", data_dir=tmp_path,
+    )  # fmt: skip
+    engine = load_engine(settings)
+    assert engine.cond_mode == "linear"
+    with serve(make_settings(tmp_path, samples=4, max_samples=4), engine) as c:
+        model = c.get("/readyz").json()["model"]
+        body = post_image(c, image_bytes((200, 30, 30)), samples=4).json()
+        metrics = c.get("/metrics").text
+    assert f"vpt_linear_error {body['model']['linear_error']}" in metrics and "vpt_linear_active 0.0" in metrics
+    assert model["text_pass"] == body["model"]["text_pass"] == "exact"
+    assert body["model"]["linear_error"] > settings.linear_tolerance
+
+
+@pytest.mark.parametrize("variant", ["vpt", "vpt-cond", "coop"])
+def test_samples_auto_over_http(tmp_path, tiny, variant):
+    with serve(make_settings(tmp_path, samples=4, max_samples=8), load(tiny, variant)) as c:
+        body = post_image(c, image_bytes((200, 30, 30)), samples="auto").json()
+        refused = post_image(c, image_bytes((200, 30, 30)), samples="autox")
+    assert body["samples"] in ((4, 8) if variant != "coop" else (1,))
+    assert refused.status_code == 422

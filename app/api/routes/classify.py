@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from app.api.deps import ServiceDep
 from app.api.schemas import ClassifyOut, ErrorOut
@@ -25,6 +25,7 @@ def _digits_only(value: object) -> object:
 
 
 _DIGITS = BeforeValidator(_digits_only)
+_DIGITS_OR_AUTO = BeforeValidator(lambda value: value if value == "auto" else _digits_only(value))
 
 
 @router.post("/classify", response_model=ClassifyOut, responses=_ERRORS)
@@ -33,7 +34,11 @@ async def classify(
     service: ServiceDep,
     file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
     top_k: Annotated[int | None, Query(ge=1, description="return only the k most probable classes"), _DIGITS] = None,
-    samples: Annotated[int | None, Query(ge=1, description="Monte Carlo samples (1..max_samples)"), _DIGITS] = None,
+    samples: Annotated[
+        Annotated[int, Field(ge=1)] | Literal["auto"] | None,
+        Query(description="Monte Carlo samples (1..max_samples), or auto: blocks of 4 until the top class settles"),
+        _DIGITS_OR_AUTO,
+    ] = None,
     alpha: Annotated[
         float | None,
         Query(gt=0, lt=1, description="prediction-set miscoverage: the set holds the true class with prob. 1 - alpha"),
