@@ -11,6 +11,7 @@ classes, clean and infrared.
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 
 from training.cli_base2new import add_protocol_args, protocol_backbone, protocol_config
@@ -53,6 +54,7 @@ def named_targets(paths: list[str]) -> dict[str, Dataset]:
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger("training.transfer").setLevel(logging.INFO)  # one line per method and seed
     protocol = args.protocol
     if args.source is None:
         if args.targets:

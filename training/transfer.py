@@ -48,12 +48,8 @@ def run_transfer(
                 rel = reliability.setdefault(method, {}) if name in targets else {}
                 row.update({f"{name}/{k}": v for k, v in score(clf, test, cfg.eval_samples, seed, rel).items()})
             row["target_accuracy"] = statistics.fmean(row[f"{name}/accuracy"] for name in targets)
-            print(
-                f"{method:>9} seed {seed}: "
-                + "  ".join(f"{name} {100 * row[f'{name}/accuracy']:.1f}" for name in tests)
-                + f"  target mean {100 * row['target_accuracy']:.1f}",
-                flush=True,
-            )
+            accuracies = "  ".join(f"{name} {100 * row[f'{name}/accuracy']:.1f}" for name in tests)
+            log.info("%s seed %d: %s  target mean %.1f", method, seed, accuracies, 100 * row["target_accuracy"])
             runs.append(row)
     return {
         "source": source.name,
