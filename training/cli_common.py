@@ -46,8 +46,11 @@ def add_config_args(
     helps: dict[str, str],
     choices: dict[str, tuple] | None = None,
     defaults: dict[str, Any] | None = None,
+    prefix: str = "",
 ) -> None:
-    """One --flag per field of a config dataclass (the default shown is the dataclass's own, or `defaults`)."""
+    """One --flag per field of a config dataclass (the default shown is the dataclass's own, or `defaults`).
+    With a prefix, field `samples` becomes `--<prefix>-samples` (dest `<prefix>_samples`), so two configs
+    with a field of the same name can share a parser."""
     choices = choices or {}
     defaults = defaults or {}
     for f in dataclasses.fields(config):
@@ -55,19 +58,24 @@ def add_config_args(
             continue
         own = None if f.default is dataclasses.MISSING else f.default
         default = defaults.get(f.name, own)
-        flag = "--" + f.name.replace("_", "-")
+        dest = f"{prefix}_{f.name}" if prefix else f.name
+        flag = "--" + dest.replace("_", "-")
         text = helps[f.name] if default is not None or own is None else f"{helps[f.name]} (dataclass default {own})"
         if isinstance(own, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=text)
         else:
             kind = type(own) if own is not None else type(default) if default is not None else str
-            parser.add_argument(flag, type=kind, default=default, choices=choices.get(f.name), help=text)
+            parser.add_argument(flag, dest=dest, type=kind, default=default, choices=choices.get(f.name), help=text)
 
 
-def config_from_args(config: type, args: argparse.Namespace, **fixed: Any) -> Any:
-    """The dataclass built from the parsed flags of its fields (plus `fixed` values)."""
-    names = {f.name for f in dataclasses.fields(config)}
-    values = {k: v for k, v in vars(args).items() if k in names}
+def config_from_args(config: type, args: argparse.Namespace, prefix: str = "", **fixed: Any) -> Any:
+    """The dataclass built from the parsed flags of its fields (as add_config_args named them), plus `fixed`."""
+    parsed = vars(args)
+    values = {}
+    for f in dataclasses.fields(config):
+        dest = f"{prefix}_{f.name}" if prefix else f.name
+        if dest in parsed:
+            values[f.name] = parsed[dest]
     return config(**{**values, **fixed})
 
 

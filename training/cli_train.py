@@ -86,19 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="artifact path (.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
     p.add_argument("--no-calibrate", action="store_true", help="skip the temperature / conformal / unknown fit")
-    cal = argparse.ArgumentParser(add_help=False)  # its flags get a prefix: --calibration-samples, ...
-    add_config_args(
-        cal, CalibrationConfig, CALIBRATION_HELP, {"method": CONFORMAL_METHODS, "unknown_score": UNKNOWN_SCORES}
-    )
-    for action in cal._actions:
-        p.add_argument(
-            "--calibration-" + action.dest.replace("_", "-"),
-            dest="calibration_" + action.dest,
-            type=action.type,
-            default=action.default,
-            choices=action.choices,
-            help=action.help,
-        )
+    calibration_choices = {"method": CONFORMAL_METHODS, "unknown_score": UNKNOWN_SCORES}
+    add_config_args(p, CalibrationConfig, CALIBRATION_HELP, calibration_choices, prefix="calibration")
     return p
 
 
@@ -111,7 +100,6 @@ def train(args: argparse.Namespace) -> int:
     if args.preset == "paper":
         base = {k: v for k, v in presets.paper(dataset.name).items() if k in base}
     pick = presets.resolve(vars(args), base)
-    calibration = {k.removeprefix("calibration_"): v for k, v in vars(args).items() if k.startswith("calibration_")}
     post = train_posterior(
         backbone,
         dataset,
@@ -119,7 +107,7 @@ def train(args: argparse.Namespace) -> int:
         config_from_args(FitConfig, args, **{k: pick[k] for k in PRESET_FIELDS}),
         args.out,
         DataConfig(args.classes, args.shots, args.split, pick["augment"]),
-        CalibrationConfig(enabled=not args.no_calibrate, **calibration),
+        config_from_args(CalibrationConfig, args, prefix="calibration", enabled=not args.no_calibrate),
         resume=args.resume,
         sources={"backbone_arg": str(args.backbone), "weights_arg": str(args.weights), "preset": args.preset},
     )
