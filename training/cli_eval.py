@@ -13,7 +13,7 @@ from training.calibration import is_calibrated_for
 from training.classifier import PromptClassifier
 from training.cli_common import add_backbone_args, resolve_device, run_cli, write_json
 from training.data import class_subset, load_dataset
-from training.evaluate import evaluate
+from training.evaluate import evaluate, evaluate_raw_and_calibrated
 from training.features import encode_samples
 from training.learners import DEFAULT_TEMPLATE, LearnerConfig
 
@@ -63,11 +63,13 @@ def run_eval(args: argparse.Namespace) -> int:
     figures = {"model": model, "dataset": dataset.name, "classes": args.classes, "split": args.split}
     figures["samples"] = args.samples
     if calibration is not None:  # the served (calibrated) figures, and what the raw posterior gives
-        figures["uncalibrated"] = evaluate(clf, feats, labels, args.samples, args.seed)
-        clf.temperature = calibration.temperature
         figures["temperature"] = calibration.temperature
         figures["calibrated_classes"] = is_calibrated_for(calibration, classnames)
-    figures.update(evaluate(clf, feats, labels, args.samples, args.seed, calibration))
+        raw, served = evaluate_raw_and_calibrated(clf, feats, labels, args.samples, args.seed, calibration)
+        figures["uncalibrated"] = raw
+        figures.update(served)
+    else:
+        figures.update(evaluate(clf, feats, labels, args.samples, args.seed))
     print(json.dumps(figures, indent=2))
     if args.out is not None:
         write_json(args.out, figures)

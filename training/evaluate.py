@@ -45,10 +45,36 @@ def evaluate(
     calibration: Calibration | None = None,
     alpha: float = 0.1,
 ) -> dict[str, float]:
-    """The figures of evaluate_predictive; with a calibration for these classes also the prediction
-    sets' coverage and size at alpha and the share of these (known) images flagged unknown."""
-    pred = predict(clf, features, samples, seed)
+    """The figures of evaluate_predictive at the classifier's temperature; with a calibration for these
+    classes also the prediction sets' coverage and size at alpha and the share of these (known) images
+    flagged unknown."""
+    return _figures(predict(clf, features, samples, seed), labels.to(features.device), clf, calibration, alpha)
+
+
+def evaluate_raw_and_calibrated(
+    clf: PromptClassifier,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    samples: int,
+    seed: int,
+    calibration: Calibration,
+    alpha: float = 0.1,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(figures without the temperature, figures with it) from one prediction pass: the calibrated
+    logits are the raw ones divided by T, so the costly text passes (vpt-cond) run once."""
+    temperature, clf.temperature = clf.temperature, 1.0
+    try:
+        logits = predict_logits(clf, features, samples, seed)
+    finally:
+        clf.temperature = temperature
     labels = labels.to(features.device)
+    raw = _figures(summarize(logits), labels, clf, None, alpha)
+    return raw, _figures(summarize(logits / calibration.temperature), labels, clf, calibration, alpha)
+
+
+def _figures(
+    pred: Predictive, labels: torch.Tensor, clf: PromptClassifier, calibration: Calibration | None, alpha: float
+) -> dict[str, float]:
     figures = evaluate_predictive(pred, labels)
     if calibration is not None and is_calibrated_for(calibration, clf.classnames):
         figures.update(decision_figures(pred, labels, calibration, alpha))

@@ -26,7 +26,7 @@ from training.calibration import (
 )
 from training.classifier import PromptClassifier
 from training.data import Dataset, Sample, class_subset, few_shot, load_split, save_split
-from training.evaluate import evaluate, predict_logits
+from training.evaluate import evaluate, evaluate_raw_and_calibrated, predict_logits
 from training.features import AugmentedFeatures, encode_samples
 from training.fit import FitConfig, fit
 from training.learners import LearnerConfig
@@ -156,11 +156,12 @@ def train_posterior(
     test = restrict(dataset.test)
     if test:
         tf, tl = encode_samples(backbone, test, desc="test features")
-        temperature = clf.temperature
-        clf.temperature = 1.0
-        metrics["test_uncalibrated"] = evaluate(clf, tf, tl, calibration.samples, fit_cfg.seed)
-        clf.temperature = temperature
-        metrics["test"] = evaluate(clf, tf, tl, calibration.samples, fit_cfg.seed, cal)
+        if cal is None:
+            metrics["test"] = evaluate(clf, tf, tl, calibration.samples, fit_cfg.seed)
+        else:
+            metrics["test_uncalibrated"], metrics["test"] = evaluate_raw_and_calibrated(
+                clf, tf, tl, calibration.samples, fit_cfg.seed, cal
+            )
     training = {
         **fit_cfg.as_dict(),
         "dataset": dataset.name,
