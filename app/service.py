@@ -27,7 +27,6 @@ from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
 from app.names import find, name_key, normalize_name, show, unique
 from app.registry import ClassRegistry, RegistryError
-from training.calibration import is_calibrated_for
 
 if TYPE_CHECKING:
     from app.engine.engine import Engine
@@ -211,7 +210,7 @@ class Service:
                 "method": cal.method,
                 "held_out_images": len(cal.scores),
                 "classes": len(cal.classnames),
-                "matches_registered_classes": is_calibrated_for(cal, engine.classnames),
+                "matches_registered_classes": engine.calibrated,
                 "false_alarm": cal.false_alarm,
             }
         return {

@@ -302,6 +302,12 @@ class Engine:
                 out[i] = Prediction(scores, h[j], eh[j], mi[j], en[j], m, calibrated)
         return out  # type: ignore[return-value]
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether the registered classes are the ones the calibration was fitted on (kept by _swap)."""
+        with self._swap_lock:
+            return self._calibrated
+
     # -- the linearised conditional pass --------------------------------------------------
     @property
     def linear_error(self) -> float | None:

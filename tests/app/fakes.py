@@ -29,6 +29,7 @@ class FakeEngine:
         self.model_id = f"fake-{variant}"
         self.max_samples = max_samples
         self.calibration = None
+        self.calibrated = False  # never calibrated: no calibration
         self.delay_s = delay_s
         self.batch_sizes: list[int] = []
         self.encoded: list[str] = []  # names whose "text features" were computed
