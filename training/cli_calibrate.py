@@ -10,17 +10,15 @@ from pathlib import Path
 
 from training.artifact import fitted_sources, load_posterior, read_metadata, save_posterior
 from training.backbone import load_backbone
-from training.calibration import CONFORMAL_METHODS, UNKNOWN_SCORES
 from training.classifier import PromptClassifier
-from training.cli_common import add_backbone_args, resolve_device, run_cli
+from training.cli_common import add_backbone_args, add_config_args, config_from_args, resolve_device, run_cli
 from training.data import class_subset, load_dataset, load_split
 from training.evaluate import evaluate
 from training.features import encode_samples
-from training.pipeline import CalibrationConfig, calibrate, held_out
+from training.pipeline import CALIBRATION_CHOICES, CALIBRATION_HELP, CalibrationConfig, calibrate, held_out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    c = CalibrationConfig()
     p = argparse.ArgumentParser(
         prog="vpt-calibrate", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -30,11 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes", default="all", choices=("base", "new", "all"), help="the class set the server will have"
     )
     p.add_argument("--out", type=Path, required=True, help="the recalibrated artifact (.safetensors)")
-    p.add_argument("--conformal", default=c.method, choices=CONFORMAL_METHODS)
-    p.add_argument("--unknown-score", default=c.unknown_score, choices=UNKNOWN_SCORES)
-    p.add_argument("--false-alarm", type=float, default=c.false_alarm)
-    p.add_argument("--samples", type=int, default=c.samples, help="M, Monte Carlo samples per image")
-    p.add_argument("--max-per-class", type=int, default=c.max_per_class, help="held-out images per class")
+    add_config_args(p, CalibrationConfig, CALIBRATION_HELP, CALIBRATION_CHOICES)
     p.add_argument("--seed", type=int, default=1)
     add_backbone_args(p, default_backbone=None)
     return p
@@ -56,13 +50,7 @@ def run(args: argparse.Namespace) -> int:
     shots = []
     if not restrict(dataset.val) and split_file.is_file():
         shots = restrict(load_split(split_file, dataset.root)["train"])
-    cfg = CalibrationConfig(
-        method=args.conformal,
-        unknown_score=args.unknown_score,
-        false_alarm=args.false_alarm,
-        samples=args.samples,
-        max_per_class=args.max_per_class,
-    )
+    cfg = config_from_args(CalibrationConfig, args)
     pool = held_out(dataset, restrict, shots, cfg.max_per_class, args.seed)
     if not pool:
         raise ValueError(f"{dataset.name} has no held-out labelled images for the {args.classes} classes")

@@ -9,13 +9,12 @@ from pathlib import Path
 
 from training import presets
 from training.backbone import load_backbone
-from training.calibration import CONFORMAL_METHODS, UNKNOWN_SCORES
 from training.cli_common import add_backbone_args, add_config_args, config_from_args, resolve_device, run_cli
 from training.data import load_dataset, require_train
 from training.fit import FitConfig
 from training.learners import VARIANTS, LearnerConfig
 from training.objective import ESTIMATORS
-from training.pipeline import CalibrationConfig, DataConfig, train_posterior
+from training.pipeline import CALIBRATION_CHOICES, CALIBRATION_HELP, CalibrationConfig, DataConfig, train_posterior
 
 PRESET_FIELDS = ("epochs", "lr", "batch_size", "samples")
 FIT_HELP = {
@@ -36,13 +35,6 @@ LEARNER_HELP = {
     "ctx_init": "words to initialise the context ('' = random)",
     "template": "hand-written prompt used by the zeroshot variant",
     "log_var_init": "initial log sigma^2 of q(r) (-4.6: sigma 0.1)",
-}
-CALIBRATION_HELP = {
-    "method": "conformal score of the prediction sets: lac (smallest sets) or aps (adaptive)",
-    "unknown_score": "the score the served unknown flag thresholds",
-    "false_alarm": "share of known-class held-out images the unknown flag may fire on",
-    "samples": "M, Monte Carlo samples per image for calibration and the test figures",
-    "max_per_class": "held-out images per class used for calibration",
 }
 
 
@@ -86,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="artifact path (.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
     p.add_argument("--no-calibrate", action="store_true", help="skip the temperature / conformal / unknown fit")
-    calibration_choices = {"method": CONFORMAL_METHODS, "unknown_score": UNKNOWN_SCORES}
-    add_config_args(p, CalibrationConfig, CALIBRATION_HELP, calibration_choices, prefix="calibration")
+    add_config_args(p, CalibrationConfig, CALIBRATION_HELP, CALIBRATION_CHOICES, prefix="calibration")
     return p
 
 

@@ -21,6 +21,7 @@ from training.calibration import (
     DEFAULT_FALSE_ALARM,
     DEFAULT_METHOD,
     DEFAULT_UNKNOWN_SCORE,
+    UNKNOWN_SCORES,
     Calibration,
     calibrate_logits,
 )
@@ -48,6 +49,17 @@ class CalibrationConfig:
             raise ValueError(f"unknown conformal method {self.method!r}; use one of {', '.join(CONFORMAL_METHODS)}")
         if not 0 < self.false_alarm < 1:
             raise ValueError(f"false-alarm rate must be in (0, 1), got {self.false_alarm}")
+
+
+# --flags of CalibrationConfig (training/cli_common.add_config_args), for vpt-train and vpt-calibrate alike.
+CALIBRATION_HELP = {
+    "method": "conformal score of the prediction sets: lac (smallest sets) or aps (adaptive)",
+    "unknown_score": "the score the served unknown flag thresholds",
+    "false_alarm": "share of known-class held-out images the unknown flag may fire on",
+    "samples": "M, Monte Carlo samples per image for calibration and the test figures",
+    "max_per_class": "held-out images per class used for calibration",
+}
+CALIBRATION_CHOICES = {"method": CONFORMAL_METHODS, "unknown_score": UNKNOWN_SCORES}
 
 
 @dataclass(frozen=True)
