@@ -91,11 +91,10 @@ def measure(
     for split, names, (f, y) in (("new", new_names, feats.new), ("base", base_names, feats.base)):
         clf.set_classes(names)
         logits = predict_logits(clf, f, samples, seed)
-        raw, served = evaluate_predictive(summarize(logits), y), evaluate_predictive(summarize(logits / temperature), y)
+        preds[f"{split}_raw"], preds[split] = summarize(logits), summarize(logits / temperature)
+        raw, served = evaluate_predictive(preds[f"{split}_raw"], y), evaluate_predictive(preds[split], y)
         row.update({f"{split}_{k}": v for k, v in served.items() if k != "n"})
         row.update({f"{split}_{k}_raw": raw[k] for k in ("accuracy", "ece", "nll")})
-        preds[split] = summarize(logits / temperature)
-        preds[f"{split}_raw"] = summarize(logits)
     known, base_y = preds["base"], feats.base[1]
     # unknown images scored against the base classes only (clf is on the base classes now)
     unknown = summarize(predict_logits(clf, feats.new[0], samples, seed) / temperature)
