@@ -24,7 +24,20 @@ class Settings(BaseSettings):
     # model
     backbone: str = Field("ViT-B-16-quickgelu", description="open_clip model name or path to a JSON model config")
     weights: str = Field("openai", description="pretrained tag, local weights file, or 'none'")
-    posterior: Path | None = Field(None, description="posterior artifact (.safetensors); none serves zeroshot")
+    posterior: Path | None = Field(
+        None, description="posterior artifact (.safetensors), served as the model named by its file stem"
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="model repository: every <name>.safetensors, or <name>/ folder of versions (the newest "
+        "serves), is a model over the one backbone; with neither this nor posterior: zero-shot CLIP",
+    )
+    default_model: str | None = Field(
+        None, description="model answering when a request names none (default: posterior's, else the first name)"
+    )
+    models_poll_s: float = Field(
+        2.0, ge=0, description="seconds between checks of the model files for new versions (0: reload by API only)"
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     cache_dir: Path | None = Field(None, description="open_clip / Hugging Face weights cache")
     samples: int = Field(20, ge=1, description="Monte Carlo samples per image when a request gives none")
@@ -113,13 +126,15 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("token", "token_file", "posterior", "registry", "cache_dir", mode="before")
+    @field_validator(
+        "token", "token_file", "posterior", "registry", "cache_dir", "models_dir", "default_model", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         """An empty variable (as compose writes for an unset ${VAR:-}) means "not set", not the current folder."""
         return None if value == "" else value
 
-    @field_validator("data_dir", "registry", "posterior", "cache_dir", "token_file", mode="after")
+    @field_validator("data_dir", "registry", "posterior", "cache_dir", "token_file", "models_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
