@@ -18,7 +18,7 @@ from queue import Queue
 
 from pydantic import SecretStr, ValidationError
 
-from app.config import Settings
+from app.config import Settings, default_model_name
 
 log = logging.getLogger("app.cli")
 
@@ -152,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             settings = _apply_demo(settings)
         if settings.posterior is not None and not Path(settings.posterior).is_file():
             raise FileNotFoundError(f"posterior artifact not found: {settings.posterior}")
-        from app.registry import ClassRegistry
+        from app.registry import open_registry
 
-        ClassRegistry(settings.registry_path).close()  # unwritable registry: fail now, not at start-up
+        # unwritable or unreachable registry: fail now, not at start-up
+        open_registry(settings.registry_path, legacy_model=default_model_name(settings)).close()
         engine = load_engine(settings)
     except errors as exc:
         listener.stop()  # what was logged before the failure is written before the error line
@@ -169,6 +170,7 @@ def serve(settings: Settings, engine) -> int:
     import uvicorn
 
     from app.api import create_app
+    from app.registry import location_of
     from app.server import bind, uvicorn_config
 
     config = uvicorn_config(create_app(settings, engine=engine), settings)
@@ -180,7 +182,7 @@ def serve(settings: Settings, engine) -> int:
         engine.model_id,
         host,
         port,
-        settings.registry_path,
+        location_of(settings.registry_path),
         token,
     )
     uvicorn.Server(config).run(sockets=[sock])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from app.batcher import Batcher, BatcherClosedError, BatchStats, QueueFullError, RequestTimeoutError
-from app.config import Settings
+from app.config import Settings, default_model_name
 from app.decision import Decision, Fallback, decide, unknown_rule
 from app.engine.errors import EngineError, InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
@@ -87,6 +87,8 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.registry = registry
+        # The one model served today: its namespace in the registry (the multi-model service replaces this).
+        self.model_name = default_model_name(settings)
         self.engine = engine
         self._load_engine = load_engine
         self._initial_classes = initial_classes or self._default_initial_classes
@@ -163,10 +165,10 @@ class Service:
     def _restore_classes(self) -> None:
         """Seed a new registry, then load its classes into the engine (skipping names the model cannot take)."""
         assert self.engine is not None
-        seeded = self.registry.seed(self._valid_names(self._initial_classes(), "initial class"))
+        seeded = self.registry.seed(self.model_name, self._valid_names(self._initial_classes(), "initial class"))
         if seeded:
-            log.info("new class registry %s: registered %d initial classes", self.registry.path, len(seeded))
-        names = self._valid_names(self.registry.names(), "registered class")
+            log.info("new class registry %s: registered %d initial classes", self.registry.location, len(seeded))
+        names = self._valid_names(self.registry.names(self.model_name), "registered class")
         self.engine.set_classes(names)
         self._class_metrics()
 
@@ -361,7 +363,7 @@ class Service:
         assert self.engine is not None
         added = self.engine.add_classes(names)
         try:
-            self.registry.add(names)
+            self.registry.add(self.model_name, names)
         except Exception:
             for name in added:  # keep the engine as the registry says
                 self.engine.remove_class(name)
@@ -384,6 +386,6 @@ class Service:
 
     def _remove_now(self, name: str) -> None:
         assert self.engine is not None
-        self.registry.remove(name)
+        self.registry.remove(self.model_name, name)
         self.engine.remove_class(name)
         self._class_metrics()

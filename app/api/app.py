@@ -13,10 +13,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from app.api.errors import ERRORS, install_error_handlers
 from app.api.middleware import BodySizeLimit, MethodsMiddleware, RequestMetrics, SecurityHeaders
 from app.api.routes import classes, classify, health, metrics
-from app.config import Settings
+from app.config import Settings, default_model_name
 from app.images import ImageTooLargeError
 from app.metrics import Metrics
-from app.registry import ClassRegistry
+from app.registry import open_registry
 from app.service import Service
 from app.web import docs as docs_page
 from app.web import router as web_router
@@ -44,7 +44,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = ClassRegistry(settings.registry_path)
+        registry = open_registry(settings.registry_path, legacy_model=default_model_name(settings))
         service = Service(settings, metrics_, registry, engine, load_engine, initial_classes)
         app.state.service = service
         await service.start()
