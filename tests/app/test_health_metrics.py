@@ -187,12 +187,13 @@ def test_every_request_is_logged_once_with_its_id(client, caplog):
 
 
 def test_readyz_names_the_cause_of_a_failed_start(tmp_path, monkeypatch):
-    from app.registry import ClassRegistry, RegistryError
+    from app.registry import RegistryError
+    from app.registry.sqlite import SqliteRegistry
 
-    def broken(self):
-        raise RegistryError(f"class registry {self.path}: database disk image is malformed")
+    def broken(self, model):
+        raise RegistryError(f"class registry {self.location}: database disk image is malformed")
 
-    monkeypatch.setattr(ClassRegistry, "names", broken)
+    monkeypatch.setattr(SqliteRegistry, "names", broken)
     with serve(make_settings(tmp_path), engine=FakeEngine(), ready=False) as c:
         for _ in range(200):
             r = c.get("/readyz")
