@@ -98,17 +98,15 @@ def _apply_demo(settings: Settings) -> Settings:
 
 
 def load_repository(settings: Settings):
-    """The backbone (weights from a local file or a filled cache: no network needed) and every model of
-    the repository on it, loaded now: a bad default model fails here with its cause."""
+    """The model repository of the settings; its load_all() loads the backbone (weights from a local file
+    or a filled cache: no network needed) and every model on it."""
     from app.models import ArtifactRepository
     from training.backbone import load_backbone
     from training.cli_common import resolve_device
 
     device = str(resolve_device(settings.device))
     cache_dir = str(settings.cache_dir) if settings.cache_dir else None
-    repository = ArtifactRepository(settings, load_backbone(settings.backbone, settings.weights, device, cache_dir))
-    repository.load_all()
-    return repository
+    return ArtifactRepository(settings, lambda: load_backbone(settings.backbone, settings.weights, device, cache_dir))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -154,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         repository = load_repository(settings)
         # an unwritable registry (or an unreachable database): fail now, not at start-up
         open_registry(settings.registry_path, legacy_model=repository.default).close()
+        repository.load_all()  # a bad default model fails here, with its cause
     except errors as exc:
         listener.stop()  # what was logged before the failure is written before the error line
         print(f"error: {exc}", file=sys.stderr)

@@ -161,13 +161,20 @@ class ArtifactRepository:
     file and the mismatching field; the others still load. The default model must load.
     """
 
-    def __init__(self, settings: Settings, backbone: Backbone) -> None:
+    def __init__(self, settings: Settings, load_backbone: Callable[[], Backbone]) -> None:
         self.settings = settings
-        self.backbone = backbone
+        self._load_backbone = load_backbone
+        self._backbone: Backbone | None = None
         self.problems: list[str] = []  # why files of the repository are not models (set by files())
         self._initial: tuple[list[ServedModel], list[str]] | None = None
         names = sorted(self.files()) if settings.models_dir or settings.posterior else []
         self.default = default_model_name(settings, names)
+
+    def backbone(self) -> Backbone:
+        """The one backbone every model shares, loaded on first use."""
+        if self._backbone is None:
+            self._backbone = self._load_backbone()
+        return self._backbone
 
     def files(self) -> dict[str, Path]:
         files, problems = artifact_files(self.settings.models_dir, self.settings.posterior)
@@ -183,7 +190,7 @@ class ArtifactRepository:
             digest = file_sha256(path) if path is not None else None
             created = read_metadata(path).get("created_at") if path is not None else None
             engine = Engine.from_posterior(
-                self.backbone,
+                self.backbone(),
                 path,
                 max_samples=s.max_samples,
                 seed=s.seed,

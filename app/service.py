@@ -279,7 +279,7 @@ class Service:
         models: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """One answer per model asked (default: the default model), all from one decode and one image encode."""
-        chosen = tuple(self.model(name) for name in unique(models or [None]))  # type: ignore[arg-type]
+        chosen = tuple(self.model(name) for name in dict.fromkeys(models or [None]))
         alpha = self.settings.alpha if alpha is None else alpha
         if not 0 < alpha < 1:
             raise InvalidRequestError(f"alpha must be strictly between 0 and 1 (coverage 1 - alpha); got {alpha}")
