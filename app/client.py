@@ -305,7 +305,9 @@ def _many(data: dict[str, Any]) -> dict[str, Classification]:
         if "answers" in data
         else [Classification.from_json(data)]
     )
-    return {a.model.name or "": a for a in answers}
+    if any(a.model.name is None for a in answers):  # a server older than the multi-model API ignores `model`
+        raise ValueError("the answer does not name its model: the server predates the multi-model API")
+    return {a.model.name: a for a in answers}
 
 
 # --- requests: each endpoint written once --------------------------------------------------------

@@ -182,6 +182,12 @@ def test_classify_many_of_one_model_reads_a_single_answer():
     assert list(client.classify_many(b"img", ["a"])) == ["a"]
 
 
+def test_classify_many_refuses_answers_that_name_no_model():
+    client, _ = client_with()  # a server before the multi-model API ignores `model` and names none
+    with pytest.raises(VPTError, match="predates the multi-model API"):
+        client.classify_many(b"img", ["a", "b"])
+
+
 @pytest.mark.parametrize(
     ("model", "path"), [(None, "/classes"), ("parts", "/models/parts/classes"), ("a b/c", "/models/a%20b%2Fc/classes")]
 )
