@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -71,3 +72,20 @@ def served_routes() -> frozenset[tuple[str, str]]:
                 yield method, route.path
 
     return frozenset(walk(create_app(Settings(registry=Path("/nonexistent/classes.sqlite"))).routes))
+
+
+SUFFIXES = {
+    "counter": ("", "_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gauge": ("",),
+    "info": ("_info",),
+    "summary": ("", "_count", "_sum", "_created"),
+}
+
+
+def exported_names(text: str) -> set[str]:
+    """Every series name /metrics can produce, from its # TYPE lines (covers histograms with no data yet)."""
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.M):
+        names |= {name + suffix for suffix in SUFFIXES.get(kind, ("",))}
+    return names

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import metrics_text
+from tests.deploy.helpers import exported_names
 from tests.servers import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,23 +23,6 @@ DASHBOARD = ROOT / "deploy/grafana/dashboards/vpt.json"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 SCRAPE_TIMEOUT_S = 90
-SUFFIXES = {
-    "counter": ("", "_total", "_created"),
-    "histogram": ("_bucket", "_count", "_sum", "_created"),
-    "gauge": ("",),
-    "info": ("_info",),
-    "summary": ("", "_count", "_sum", "_created"),
-}
-
-
-def exported_names(text: str) -> set[str]:
-    """Every series name /metrics can produce, from its # TYPE lines (covers histograms with no data yet)."""
-    names = set()
-    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.M):
-        names |= {name + suffix for suffix in SUFFIXES.get(kind, ("",))}
-    return names
-
-
 def dashboard_exprs() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text())
     return [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
