@@ -126,6 +126,17 @@ def test_promtool_accepts_the_scrape_config():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dashboard_queries_are_valid_promql(tmp_path):
+    if PROMTOOL is None:
+        pytest.skip("promtool absent (CI installs the Debian package prometheus)")
+    rules = [{"record": f"vpt:dashboard_{i}", "expr": expr} for i, expr in enumerate(dashboard_exprs())]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        [PROMTOOL, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
