@@ -97,27 +97,21 @@ def _apply_demo(settings: Settings) -> Settings:
     return settings.model_copy(update=update)
 
 
-def load_engine(settings: Settings):
-    """The engine as the settings describe it (weights from a local file or a filled cache: no network needed)."""
-    from app.engine.engine import Engine
+def load_repository(settings: Settings):
+    """The model repository of the settings; its load_all() loads the backbone (weights from a local file
+    or a filled cache: no network needed) and every model on it."""
+    from app.models import ArtifactRepository
+    from training.backbone import load_backbone
     from training.cli_common import resolve_device
 
     device = str(resolve_device(settings.device))
-    return Engine.load(
-        settings.backbone,
-        settings.weights,
-        settings.posterior,
-        device,
-        cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
-        max_samples=settings.max_samples,
-        seed=settings.seed,
-        cond_mode=settings.cond_mode,
-        linear_tolerance=settings.linear_tolerance,
-    )
+    cache_dir = str(settings.cache_dir) if settings.cache_dir else None
+    return ArtifactRepository(settings, lambda: load_backbone(settings.backbone, settings.weights, device, cache_dir))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from app.engine.errors import EngineError
+    from app.models import ModelLoadError
     from app.registry import RegistryError
     from training.artifact import ArtifactError
     from training.backbone import BackboneError
@@ -129,6 +123,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         BackboneError,
         ArtifactError,
         EngineError,
+        ModelLoadError,
         RegistryError,
         PrebuiltError,
         DataError,
@@ -152,35 +147,41 @@ def main(argv: list[str] | None = None) -> int:
             settings = _apply_demo(settings)
         if settings.posterior is not None and not Path(settings.posterior).is_file():
             raise FileNotFoundError(f"posterior artifact not found: {settings.posterior}")
-        from app.registry import ClassRegistry
+        from app.registry import open_registry
 
-        ClassRegistry(settings.registry_path).close()  # unwritable registry: fail now, not at start-up
-        engine = load_engine(settings)
+        repository = load_repository(settings)
+        # an unwritable registry (or an unreachable database): fail now, not at start-up
+        open_registry(settings.registry_path, legacy_model=repository.default).close()
+        repository.load_all()  # a bad default model fails here, with its cause
     except errors as exc:
         listener.stop()  # what was logged before the failure is written before the error line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return serve(settings, engine)
+    return serve(settings, repository)
 
 
-def serve(settings: Settings, engine) -> int:
+def serve(settings: Settings, repository) -> int:
     import uvicorn
 
     from app.api import create_app
+    from app.registry import location_of
     from app.server import bind, uvicorn_config
 
-    config = uvicorn_config(create_app(settings, engine=engine), settings)
+    config = uvicorn_config(create_app(settings, repository=repository), settings)
     sock, port = bind(config)
     token = "required" if isinstance(settings.token, SecretStr) else "not required"
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    models, refused = repository.load_all()
     log.info(
-        "serving %s on http://%s:%d (registry %s; token %s)",
-        engine.model_id,
+        "serving %d models (default %s%s) on http://%s:%d (registry %s; token %s)",
+        len(models),
+        repository.default,
+        f"; {len(refused)} refused" if refused else "",
         host,
         port,
-        settings.registry_path,
+        location_of(settings.registry_path),
         token,
     )
     uvicorn.Server(config).run(sockets=[sock])

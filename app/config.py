@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.registry import is_database_url
+
 DEFAULT_DATA_DIR = Path("~/.cache/vpt")
 
 
@@ -24,7 +26,20 @@ class Settings(BaseSettings):
     # model
     backbone: str = Field("ViT-B-16-quickgelu", description="open_clip model name or path to a JSON model config")
     weights: str = Field("openai", description="pretrained tag, local weights file, or 'none'")
-    posterior: Path | None = Field(None, description="posterior artifact (.safetensors); none serves zeroshot")
+    posterior: Path | None = Field(
+        None, description="posterior artifact (.safetensors), served as the model named by its file stem"
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="model repository: every <name>.safetensors, or <name>/ folder of versions (the newest "
+        "serves), is a model over the one backbone; with neither this nor posterior: zero-shot CLIP",
+    )
+    default_model: str | None = Field(
+        None, description="model answering when a request names none (default: posterior's, else the first name)"
+    )
+    models_poll_s: float = Field(
+        2.0, ge=0, description="seconds between checks of the model files for new versions (0: reload by API only)"
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     cache_dir: Path | None = Field(None, description="open_clip / Hugging Face weights cache")
     samples: int = Field(20, ge=1, description="Monte Carlo samples per image when a request gives none")
@@ -66,8 +81,13 @@ class Settings(BaseSettings):
 
     # storage, auth, network
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="where the demo unpacks its backbone; registry default")
-    registry: Path | None = Field(
-        None, description="SQLite file of registered classes (default DATA_DIR/classes.sqlite)"
+    registry: Path | str | None = Field(
+        None,
+        description="registered classes: a SQLite file (default DATA_DIR/classes.sqlite), or a postgresql:// URL "
+        "of a database several replicas share",
+    )
+    registry_poll_s: float = Field(
+        5.0, gt=0, description="how often a replica re-reads the registry version (besides PostgreSQL's NOTIFY)"
     )
     token: SecretStr | None = Field(
         None, description="bearer token required by POST/DELETE /classes (a --token flag shows in ps: prefer the file)"
@@ -113,16 +133,24 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("token", "token_file", "posterior", "registry", "cache_dir", mode="before")
+    @field_validator("token", "token_file", "posterior", "cache_dir", "models_dir", "default_model", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         """An empty variable (as compose writes for an unset ${VAR:-}) means "not set", not the current folder."""
         return None if value == "" else value
 
-    @field_validator("data_dir", "registry", "posterior", "cache_dir", "token_file", mode="after")
+    @field_validator("registry", mode="before")
     @classmethod
-    def _expand(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
+    def _registry_spec(cls, value: object) -> object:
+        """A database URL stays a string; anything else is a file path (empty: not set, as in _empty_is_none)."""
+        if value is None or value == "" or isinstance(value, Path):
+            return value or None
+        return str(value) if is_database_url(str(value)) else Path(str(value))
+
+    @field_validator("data_dir", "registry", "posterior", "cache_dir", "token_file", "models_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | str | None) -> Path | str | None:
+        return value.expanduser() if isinstance(value, Path) else value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -143,7 +171,8 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def registry_path(self) -> Path:
+    def registry_path(self) -> Path | str:
+        """The registry spec app.registry.open_registry takes: a SQLite file, or a postgresql:// URL."""
         return self.registry if self.registry is not None else self.data_dir / "classes.sqlite"
 
     @property

@@ -1,7 +1,9 @@
 """Every Prometheus object the service exports, defined once.
 
 Each app gets its own `Metrics` (own CollectorRegistry), so several apps in one process (tests)
-do not share counters. /metrics renders `Metrics.render()` from a plain route.
+do not share counters. /metrics renders `Metrics.render()` from a plain route. Per-model series carry
+a `model` label whose values are only names of served models (known at start or reload, never taken
+from a request), so their number is bounded by the repository.
 """
 
 from __future__ import annotations
@@ -36,39 +38,57 @@ class Metrics:
         )
         self.batch_size = Histogram("vpt_batch_size", "images per forward pass", buckets=BATCH_BUCKETS, registry=r)
         self.inference = Histogram("vpt_inference_seconds", "model time per batch", buckets=LATENCY_BUCKETS, registry=r)
-        self.classes = Gauge("vpt_registered_classes", "classes currently registered", registry=r)
+        self.classes = Gauge("vpt_registered_classes", "classes currently registered", ["model"], registry=r)
         self.samples = Histogram(
-            "vpt_samples", "Monte Carlo samples per served prediction", buckets=SAMPLE_BUCKETS, registry=r
+            "vpt_samples", "Monte Carlo samples per served prediction", ["model"], buckets=SAMPLE_BUCKETS, registry=r
         )
-        self.model = Info("vpt_model", "the served model", registry=r)
+        self.model = Info("vpt_model", "a served model and its version", ["model"], registry=r)
+        self.models = Gauge("vpt_models", "models served", registry=r)
+        self.reloads = Counter(
+            "vpt_model_reloads", "model reloads: swapped to a new version, or failed (the old one serves)",
+            ["model", "outcome"], registry=r,
+        )  # fmt: skip
         self.ready = Gauge("vpt_ready", "1 once the weights are loaded and warmed up", registry=r)
         self.entropy = Histogram(
-            "vpt_prediction_entropy_nats", "predictive entropy of served predictions", buckets=NATS_BUCKETS, registry=r
+            "vpt_prediction_entropy_nats",
+            "predictive entropy of served predictions",
+            ["model"],
+            buckets=NATS_BUCKETS,
+            registry=r,
         )
         self.mutual_information = Histogram(
             "vpt_prediction_mutual_information_nats",
             "mutual information (epistemic uncertainty) of served predictions",
+            ["model"],
             buckets=NATS_BUCKETS,
             registry=r,
         )
         self.unknown = Counter(
             "vpt_unknown_predictions",
             "served predictions flagged unknown (the image may show none of the registered classes)",
-            ["measure"],
+            ["model", "measure"],
             registry=r,
         )
         self.unknown_threshold = Gauge(
-            "vpt_unknown_threshold", "threshold of the unknown flag, on its measure", ["measure"], registry=r
+            "vpt_unknown_threshold", "threshold of the unknown flag, on its measure", ["model", "measure"], registry=r
         )
         self.set_size = Histogram(
-            "vpt_prediction_set_size", "classes in served prediction sets", buckets=BATCH_BUCKETS, registry=r
+            "vpt_prediction_set_size", "classes in served prediction sets", ["model"], buckets=BATCH_BUCKETS, registry=r
         )
         self.linear_error = Gauge(
-            "vpt_linear_error", "vpt-cond linear pass: the guard's max |dp| against the exact pass", registry=r
+            "vpt_linear_error",
+            "vpt-cond linear pass: the guard's max |dp| against the exact pass",
+            ["model"],
+            registry=r,
         )
-        self.linear_active = Gauge("vpt_linear_active", "1 while vpt-cond answers use the linear pass", registry=r)
+        self.linear_active = Gauge(
+            "vpt_linear_active", "1 while vpt-cond answers use the linear pass", ["model"], registry=r
+        )
         self.calibrated = Gauge(
-            "vpt_calibrated", "1 while the registered classes are the ones the posterior was calibrated on", registry=r
+            "vpt_calibrated",
+            "1 while the registered classes are the ones the posterior was calibrated on",
+            ["model"],
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -1,9 +1,11 @@
-"""The service behind the routes: engine + batcher + registry + metrics, no HTTP.
+"""The service behind the routes: models + batcher + registry + metrics, no HTTP.
 
-Pre (decode + preprocess, thread pool) -> core (batched forward pass, the one model thread)
--> post (top-k, metrics). Class changes run on the model thread too, between batches, and
-are written to the registry in the same step, so the registry and the engine never disagree
-about a request that was answered.
+Pre (decode + preprocess, thread pool) -> core (one batched backbone pass for every request of
+the batch, whatever model it asked for, then each model's head on its rows; the one model thread)
+-> post (top-k, prediction set, metrics). Class changes run on the model thread too, between
+batches, and are written to the registry in the same step, so the registry and the engine never
+disagree about a request that was answered. A model reload is loaded and warmed on a thread of its
+own, then swapped in with one assignment: a request keeps the model version it picked up.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,12 +28,12 @@ from app.decision import Decision, Fallback, decide, unknown_rule
 from app.engine.errors import EngineError, InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
+from app.models import ModelLoadError, Repository, ServedModel
 from app.names import find, name_key, normalize_name, show, unique
 from app.registry import ClassRegistry, RegistryError
 
 if TYPE_CHECKING:
-    from app.engine.engine import Engine
-    from app.engine.results import Prediction
+    from app.engine.results import EngineProtocol, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +61,21 @@ class ClassNotFoundError(InvalidRequestError):
         super().__init__(f"class {show(name)} is not registered (GET /classes lists them)")
 
 
+class ModelNotFoundError(InvalidRequestError):
+    """A request named a model this server does not serve (404, listing the served ones)."""
+
+    def __init__(self, name: str, served: Sequence[str]) -> None:
+        super().__init__(f"model {show(name)} is not served; served models: {', '.join(served)} (GET /models)")
+
+
+class ReloadFailedError(InvalidRequestError):
+    """A reload could not load the new artifact; the old version keeps serving."""
+
+
 def _failure_cause(exc: Exception) -> str:
-    """What /readyz says about a failed start: our own registry and engine messages in full; for
+    """What /readyz says about a failed start: our own registry, model and engine messages in full; for
     anything else only its type (library exception text stays in the log)."""
-    if isinstance(exc, RegistryError | EngineError):
+    if isinstance(exc, RegistryError | EngineError | ModelLoadError):
         return str(exc)
     return f"{type(exc).__name__} while loading the model"
 
@@ -69,35 +83,32 @@ def _failure_cause(exc: Exception) -> str:
 @dataclass(frozen=True)
 class _Job:
     image: torch.Tensor  # [3, H, W]
-    samples: int
+    samples: int | str
+    models: tuple[ServedModel, ...]  # picked up at submit time: a reload never changes a request's version
+
+
+_Answer = tuple["Prediction | Exception", ...]  # per model of the job, or why that model failed on it
 
 
 class Service:
-    def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        registry: ClassRegistry,
-        engine: Engine | None = None,
-        load_engine: Callable[[], Engine] | None = None,
-        initial_classes: Callable[[], Sequence[str]] | None = None,
-    ) -> None:
-        if engine is None and load_engine is None:
-            raise ValueError("give an engine or a function that loads one")
+    def __init__(self, settings: Settings, metrics: Metrics, registry: ClassRegistry, repository: Repository) -> None:
         self.settings = settings
         self.metrics = metrics
         self.registry = registry
-        self.engine = engine
-        self._load_engine = load_engine
-        self._initial_classes = initial_classes or self._default_initial_classes
+        self.repository = repository
+        self.default = repository.default
+        self._models: dict[str, ServedModel] = {}  # replaced, never changed in place (copy on write)
+        self.refused: list[str] = []  # artifacts of the repository that are not served, and why
         self.state = LOADING
         self.failure: str | None = None  # why preparing failed, as /readyz tells it
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vpt-decode")
+        self._load_pool = ThreadPoolExecutor(1, thread_name_prefix="vpt-load")  # reloads, beside the model thread
         self._decode_count_lock = threading.Lock()
         self._decoding = 0  # uploads decoding or waiting for a decode thread
-        self._mutation_lock = asyncio.Lock()
+        self._mutation_lock = asyncio.Lock()  # class changes and reloads, one at a time
         self._prepare_task: asyncio.Task | None = None
-        self.batcher: Batcher[_Job, Prediction] = Batcher(
+        self._watch_task: asyncio.Task | None = None
+        self.batcher: Batcher[_Job, _Answer] = Batcher(
             self._predict_batch,
             settings.max_batch_size,
             settings.max_queue_delay_s,
@@ -105,8 +116,7 @@ class Service:
             on_batch=self._observe_batch,
             on_queue_depth=metrics.queue_depth.set,
         )
-        m = metrics
-        m.ready.set(0)
+        metrics.ready.set(0)
         self._fallback = Fallback(settings.uncertainty_measure, settings.uncertainty_threshold)
 
     # life cycle -------------------------------------------------------------------------------
@@ -122,87 +132,93 @@ class Service:
         return self.state
 
     async def stop(self) -> None:
-        if self._prepare_task is not None and not self._prepare_task.done():
-            self._prepare_task.cancel()
+        for task in (self._prepare_task, self._watch_task):
+            if task is not None and not task.done():
+                task.cancel()
         await self.batcher.stop()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._load_pool.shutdown(wait=True, cancel_futures=True)
         self.registry.close()
 
     async def _prepare(self) -> None:
         try:
-            if self.engine is None:
-                assert self._load_engine is not None
-                self.engine = await self.batcher.run_exclusive(self._load_engine)
-            await self.batcher.run_exclusive(self._restore_classes)
-            await self.batcher.run_exclusive(self.engine.warmup)
+            models, self.refused = await self.batcher.run_exclusive(self.repository.load_all)
+            for model in models:
+                await self.batcher.run_exclusive(self._restore_classes, model)
+                await self.batcher.run_exclusive(model.engine.warmup)
         except Exception as exc:
             log.exception("the model could not be prepared; /readyz stays 503")
             self.failure = _failure_cause(exc)
             self.state = FAILED
             return
-        engine = self.engine
-        measure, threshold = self._unknown_rule()
-        self.metrics.unknown_threshold.labels(measure).set(threshold)
-        self.metrics.unknown.labels(measure)  # exported as 0 before the first one
-        self.metrics.model.info(
+        self._models = {m.name: m for m in sorted(models, key=lambda m: m.name)}
+        for model in models:
+            self._model_metrics(model)
+        self.metrics.models.set(len(self._models))
+        self.state = READY
+        self.metrics.ready.set(1)
+        if self.settings.models_poll_s > 0 and self.repository.files():
+            self._watch_task = asyncio.create_task(self._watch(), name="vpt-models-watch")
+        log.info("ready: %d models (default %s)", len(self._models), self.default)
+
+    def _restore_classes(self, model: ServedModel) -> None:
+        """Seed a model's namespace of the registry on first start, then load its classes into the engine
+        (skipping names the model cannot take). The default model is seeded with VPT_CLASSES when given,
+        every model else with the classes its posterior was trained on."""
+        engine = model.engine
+        initial = (self.settings.classes if model.name == self.default else []) or engine_trained(engine)
+        seeded = self.registry.seed(model.name, _valid_names(engine, initial, "initial class"))
+        if seeded:
+            log.info("model %s: registered %d initial classes in %s", model.name, len(seeded), self.registry.location)
+        engine.set_classes(_valid_names(engine, self.registry.names(model.name), "registered class"))
+
+    def _model_metrics(self, model: ServedModel) -> None:
+        """Gauges that follow a model and its class set (re-set on every change; labels only of served models)."""
+        m, engine, name = self.metrics, model.engine, model.name
+        measure, threshold = unknown_rule(engine.calibration, self._fallback)
+        m.unknown_threshold.labels(name, measure).set(threshold)
+        m.unknown.labels(name, measure)  # exported as 0 before the first one
+        m.classes.labels(name).set(len(engine.classnames))
+        m.calibrated.labels(name).set(int(engine.calibrated))
+        error = getattr(engine, "linear_error", None)
+        if error is not None:
+            m.linear_error.labels(name).set(error)
+        m.linear_active.labels(name).set(getattr(engine, "active_cond_mode", "exact") == "linear")
+        m.model.labels(name).info(
             {
                 "variant": engine.variant,
+                "version": model.version,
                 "model_id": str(engine.model_id),
                 "max_samples": str(engine.max_samples),
                 "device": str(getattr(engine, "device", self.settings.device)),
             }
         )
-        self.state = READY
-        self.metrics.ready.set(1)
-        log.info("ready: %s (%s), %d classes", engine.variant, engine.model_id, len(engine.classnames))
 
-    def _default_initial_classes(self) -> Sequence[str]:
-        """VPT_CLASSES when given, else the classes the posterior was trained on."""
-        return self.settings.classes or list(getattr(self.engine, "trained_classnames", []))
-
-    def _restore_classes(self) -> None:
-        """Seed a new registry, then load its classes into the engine (skipping names the model cannot take)."""
-        assert self.engine is not None
-        seeded = self.registry.seed(self._valid_names(self._initial_classes(), "initial class"))
-        if seeded:
-            log.info("new class registry %s: registered %d initial classes", self.registry.path, len(seeded))
-        names = self._valid_names(self.registry.names(), "registered class")
-        self.engine.set_classes(names)
-        self._class_metrics()
-
-    def _class_metrics(self) -> None:
-        """Gauges that follow the class set: its size and the linear pass's guard (re-measured on every change)."""
-        assert self.engine is not None
-        self.metrics.classes.set(len(self.engine.classnames))
-        error = getattr(self.engine, "linear_error", None)
-        if error is not None:
-            self.metrics.linear_error.set(error)
-        self.metrics.linear_active.set(getattr(self.engine, "active_cond_mode", "exact") == "linear")
-
-    def _valid_names(self, names: Sequence[str], what: str) -> list[str]:
-        assert self.engine is not None
-        valid = []
-        for name in names:
-            try:
-                valid.append(self.engine.normalize_name(name))
-            except InvalidClassNameError as exc:
-                log.warning("%s skipped: %s", what, exc)
-        return unique(valid)
-
-    def _require_engine(self) -> Engine:
+    def _require_ready(self) -> None:
         if self.state == FAILED:
             raise PrepareFailedError(self.failure)
-        if self.state != READY or self.engine is None:
+        if self.state != READY:
             raise NotReadyError()
-        return self.engine
 
-    def _unknown_rule(self) -> tuple[str, float]:
-        return unknown_rule(self.engine.calibration if self.engine is not None else None, self._fallback)
+    def model(self, name: str | None = None) -> ServedModel:
+        """The served model called `name` (None: the default one); ModelNotFoundError names the served ones."""
+        self._require_ready()
+        models = self._models
+        found = models.get(self.default if name is None else name)
+        if found is None:
+            raise ModelNotFoundError(str(name), list(models))
+        return found
 
-    def model_info(self) -> dict[str, Any]:
-        engine = self._require_engine()
+    def model_names(self) -> list[str]:
+        self._require_ready()
+        return list(self._models)
+
+    def model_info(self, name: str | None = None, model: ServedModel | None = None) -> dict[str, Any]:
+        """What an answer and /readyz say about the model that answered (`model`, else the one named)."""
+        model = model or self.model(name)
+        engine = model.engine
         cal = engine.calibration
-        measure, threshold = self._unknown_rule()
+        measure, threshold = unknown_rule(cal, self._fallback)
         calibration = None
         if cal is not None:
             calibration = {
@@ -214,6 +230,8 @@ class Service:
                 "false_alarm": cal.false_alarm,
             }
         return {
+            "name": model.name,
+            "version": model.version,
             "variant": engine.variant,
             "id": str(engine.model_id),
             "max_samples": engine.max_samples,
@@ -224,35 +242,74 @@ class Service:
             "unknown_threshold": threshold,
         }
 
+    def describe(self, name: str) -> dict[str, Any]:
+        """GET /models/{name}: the model's file, version, classes and calibration state."""
+        model = self.model(name)
+        engine = model.engine
+        info = self.model_info(model=model)
+        return {
+            "name": model.name,
+            "version": model.version,
+            "variant": engine.variant,
+            "sha256": model.sha256,
+            "path": str(model.path) if model.path is not None else None,
+            "created_at": model.created_at,
+            "loaded_at": model.loaded_at,
+            "classes": len(engine.classnames),
+            "trained_classes": len(engine_trained(engine)),
+            "calibrated": engine.calibrated,
+            "calibration": info["calibration"],
+            "state": READY,
+            "error": model.error,
+        }
+
+    def catalogue(self) -> dict[str, Any]:
+        """GET /models."""
+        names = self.model_names()
+        return {"default": self.default, "models": [self.describe(n) for n in names], "refused": list(self.refused)}
+
     # classify ---------------------------------------------------------------------------------
 
     async def classify(
-        self, data: bytes, top_k: int | None = None, samples: int | str | None = None, alpha: float | None = None
-    ) -> dict[str, Any]:
-        engine = self._require_engine()
+        self,
+        data: bytes,
+        top_k: int | None = None,
+        samples: int | str | None = None,
+        alpha: float | None = None,
+        models: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One answer per model asked (default: the default model), all from one decode and one image encode."""
+        chosen = tuple(self.model(name) for name in dict.fromkeys(models or [None]))
         alpha = self.settings.alpha if alpha is None else alpha
         if not 0 < alpha < 1:
             raise InvalidRequestError(f"alpha must be strictly between 0 and 1 (coverage 1 - alpha); got {alpha}")
-        limit = min(self.settings.max_samples, engine.max_samples)
+        limit = min([self.settings.max_samples] + [m.engine.max_samples for m in chosen])
         samples = self.settings.samples if samples is None else samples
         if samples != "auto" and not 1 <= samples <= limit:
             raise InvalidRequestError(f"samples must be between 1 and {limit}; got {samples}")
-        if not engine.classnames:
-            raise NoClassesError("no classes registered")
+        for model in chosen:
+            if not model.engine.classnames:
+                raise NoClassesError(f"model {model.name} has no classes registered")
         if len(data) > self.settings.max_image_bytes:
             raise ImageTooLargeError()
         deadline = time.monotonic() + self.settings.request_timeout_s  # covers decoding and the model
         try:
-            image = await asyncio.wait_for(self._decode(data), self.settings.request_timeout_s)
+            image = await asyncio.wait_for(self._decode(data, chosen[0].engine), self.settings.request_timeout_s)
         except asyncio.TimeoutError:
             raise RequestTimeoutError() from None
         try:
-            prediction = await self.batcher.submit(_Job(image, samples), max(deadline - time.monotonic(), 0.001))
+            answers = await self.batcher.submit(_Job(image, samples, chosen), max(deadline - time.monotonic(), 0.001))
         except QueueFullError:
             self.metrics.queue_rejected.inc()
             raise
-        decision = decide(prediction, engine.calibration, alpha, self._fallback)
-        self._observe_prediction(prediction, decision)
+        failed = next((a for a in answers if isinstance(a, Exception)), None)
+        if failed is not None:
+            raise failed
+        return [self._answer(m, p, top_k, alpha) for m, p in zip(chosen, answers)]  # type: ignore[arg-type]
+
+    def _answer(self, model: ServedModel, prediction: Prediction, top_k: int | None, alpha: float) -> dict[str, Any]:
+        decision = decide(prediction, model.engine.calibration, alpha, self._fallback)
+        self._observe_prediction(model.name, prediction, decision)
         classes = prediction.classes if top_k is None else prediction.classes[:top_k]
         return {
             "classes": [
@@ -269,10 +326,10 @@ class Service:
             "unknown_score": decision.unknown_score,
             "unknown_measure": decision.unknown_measure,
             "samples": prediction.samples,
-            "model": self.model_info(),
+            "model": self.model_info(model=model),
         }
 
-    async def _decode(self, data: bytes) -> torch.Tensor:
+    async def _decode(self, data: bytes, engine: EngineProtocol) -> torch.Tensor:
         """Decode + preprocess on the pool; admitted only while fewer than decode_threads + max_decode_queue
         uploads are decoding or waiting to (QueueFullError, a 503, otherwise: bounded CPU and memory)."""
         with self._decode_count_lock:
@@ -281,7 +338,7 @@ class Service:
                 raise QueueFullError()
             self._decoding += 1
         try:
-            work = self._decode_pool.submit(self._preprocess, data)
+            work = self._decode_pool.submit(self._preprocess, data, engine)
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._decode_finished(None)
             raise BatcherClosedError() from None
@@ -292,15 +349,30 @@ class Service:
         with self._decode_count_lock:
             self._decoding -= 1
 
-    def _preprocess(self, data: bytes) -> torch.Tensor:
-        assert self.engine is not None
+    def _preprocess(self, data: bytes, engine: EngineProtocol) -> torch.Tensor:
         s = self.settings
-        return self.engine.preprocess(decode_image(data, s.max_image_pixels, s.max_image_aspect_ratio))
+        return engine.preprocess(decode_image(data, s.max_image_pixels, s.max_image_aspect_ratio))
 
-    def _predict_batch(self, jobs: list[_Job]) -> list[Prediction]:
-        assert self.engine is not None
-        images = torch.stack([job.image for job in jobs])
-        return self.engine.predict(images, [job.samples for job in jobs])
+    def _predict_batch(self, jobs: list[_Job]) -> list[_Answer]:
+        """One backbone pass for the whole batch (every model shares the backbone), then each model's head
+        on the rows that asked for it. A model that fails fails only its own answers."""
+        feats = jobs[0].models[0].engine.encode(torch.stack([job.image for job in jobs]))
+        answers: list[list[Prediction | Exception | None]] = [[None] * len(job.models) for job in jobs]
+        heads: dict[int, tuple[EngineProtocol, list[tuple[int, int]]]] = {}
+        for i, job in enumerate(jobs):
+            for k, model in enumerate(job.models):
+                heads.setdefault(id(model.engine), (model.engine, []))[1].append((i, k))
+        for engine, members in heads.values():
+            rows = [i for i, _ in members]
+            try:
+                predictions: Sequence[Prediction | Exception] = engine.predict_features(
+                    feats[torch.tensor(rows, device=feats.device)], [jobs[i].samples for i in rows]
+                )
+            except Exception as exc:  # e.g. the model's last class was removed after the request was checked
+                predictions = [exc] * len(rows)
+            for (i, k), prediction in zip(members, predictions):
+                answers[i][k] = prediction
+        return [tuple(a) for a in answers]  # type: ignore[misc]
 
     def _observe_batch(self, stats: BatchStats) -> None:
         m = self.metrics
@@ -309,24 +381,111 @@ class Service:
         for wait in stats.queue_waits:
             m.queue_wait.observe(wait)
 
-    def _observe_prediction(self, p: Prediction, d: Decision) -> None:
+    def _observe_prediction(self, name: str, p: Prediction, d: Decision) -> None:
         m = self.metrics
-        m.samples.observe(p.samples)
-        m.entropy.observe(p.entropy)
-        m.mutual_information.observe(p.mutual_information)
-        m.set_size.observe(len(d.prediction_set))
-        m.calibrated.set(int(d.calibrated))
-        m.unknown_threshold.labels(d.unknown_measure).set(d.unknown_threshold)
+        m.samples.labels(name).observe(p.samples)
+        m.entropy.labels(name).observe(p.entropy)
+        m.mutual_information.labels(name).observe(p.mutual_information)
+        m.set_size.labels(name).observe(len(d.prediction_set))
+        m.calibrated.labels(name).set(int(d.calibrated))
+        m.unknown_threshold.labels(name, d.unknown_measure).set(d.unknown_threshold)
         if d.unknown:
-            m.unknown.labels(d.unknown_measure).inc()
+            m.unknown.labels(name, d.unknown_measure).inc()
+
+    # models -------------------------------------------------------------------------------------
+
+    async def reload(self, name: str) -> dict[str, Any]:
+        """Load the model's artifact file anew on a thread of its own (requests keep being answered), bring
+        the new version to the registered classes, warm it up, then swap it in. A failed load keeps the
+        old version serving and is reported (log, metric, GET /models, and this call's 422)."""
+        current = self.model(name)
+        path = self.repository.files().get(name, current.path)
+        if path is None:
+            raise InvalidRequestError(f"model {name} was not loaded from an artifact file: there is nothing to reload")
+        async with self._mutation_lock:
+            current = self.model(name)  # a reload that waited for the lock starts from the newest version
+            loop = asyncio.get_running_loop()
+            try:
+                new = await loop.run_in_executor(self._load_pool, self._load_warm, name, path, current)
+            except Exception as exc:
+                cause = str(exc) if isinstance(exc, ModelLoadError | RegistryError) else type(exc).__name__
+                message = f"reload of model {name} from {path} failed, version {current.version} keeps serving: {cause}"
+                log.error("%s", message, exc_info=not isinstance(exc, ModelLoadError))
+                self._models = {**self._models, name: replace(current, error=message)}
+                self.metrics.reloads.labels(name, "failed").inc()
+                raise ReloadFailedError(message) from None
+            changed = new is not current
+            if changed:
+                self._models = {**self._models, name: new}  # the swap: requests from now on get the new version
+                self._model_metrics(new)
+                self.metrics.reloads.labels(name, "swapped").inc()
+                log.info("model %s: version %s -> %s", name, current.version, new.version)
+        return {"name": name, "version": new.version, "previous_version": current.version, "changed": changed}
+
+    def _load_warm(self, name: str, path: Path, current: ServedModel) -> ServedModel:
+        """The new version, ready to answer (or `current` itself when the file's content did not change)."""
+        new = self.repository.load(name, path)
+        if new.sha256 is not None and new.sha256 == current.sha256:
+            return current if current.error is None else replace(current, error=None)
+        new.engine.set_classes(_valid_names(new.engine, self.registry.names(name), "registered class"))
+        new.engine.warmup()
+        return new
+
+    async def _add_model(self, name: str, path: Path) -> None:
+        """A model whose artifact appeared in the repository after start: loaded, seeded, warmed, served."""
+        async with self._mutation_lock:
+            loop = asyncio.get_running_loop()
+            try:
+                model = await loop.run_in_executor(self._load_pool, self.repository.load, name, path)
+                await loop.run_in_executor(self._load_pool, self._restore_classes, model)
+                await loop.run_in_executor(self._load_pool, model.engine.warmup)
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, ModelLoadError | RegistryError) else type(exc).__name__
+                if message not in self.refused:
+                    log.error("new model %s not served: %s", name, message)
+                    self.refused = [*self.refused, message]
+                return
+            self._models = dict(sorted({**self._models, name: model}.items()))
+            self.refused = [r for r in self.refused if f"'{name}'" not in r]
+            self._model_metrics(model)
+            self.metrics.models.set(len(self._models))
+            log.info("model %s (version %s) added from %s", name, model.version, path)
+
+    async def _watch(self) -> None:
+        """Poll the repository's files: a changed file is reloaded, a new one added. Replace files
+        atomically (write beside, then rename): a half-copied file fails to load and is retried when it
+        changes again."""
+        seen = _signatures(self.repository.files())
+        while True:
+            await asyncio.sleep(self.settings.models_poll_s)
+            try:
+                files = await asyncio.to_thread(self.repository.files)
+                now = await asyncio.to_thread(_signatures, files)
+                for name, signature in now.items():
+                    if seen.get(name) == signature:
+                        continue
+                    if name in self._models:
+                        log.info("model %s: its artifact changed, reloading", name)
+                        try:
+                            await self.reload(name)
+                        except ReloadFailedError:
+                            pass  # reported by reload; retried when the file changes again
+                    else:
+                        await self._add_model(name, files[name])
+                seen = now
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "checking the model repository failed; trying again in %.1f s", self.settings.models_poll_s
+                )
 
     # classes ----------------------------------------------------------------------------------
 
-    def list_classes(self) -> list[str]:
-        return list(self._require_engine().classnames)
+    def list_classes(self, model: str | None = None) -> list[str]:
+        return list(self.model(model).engine.classnames)
 
-    def _normalize_request(self, names: Sequence[str]) -> list[str]:
-        engine = self._require_engine()
+    def _normalize_request(self, engine: EngineProtocol, names: Sequence[str]) -> list[str]:
         if not names:
             raise InvalidRequestError('"names" is empty: give at least one class name')
         if len(names) > self.settings.max_names_per_call:
@@ -341,11 +500,12 @@ class Service:
                 raise InvalidRequestError(f"names[{i}]: {exc}") from None
         return unique(normalized)
 
-    async def add_classes(self, names: Sequence[str]) -> dict[str, list[str]]:
-        """Register names zero-shot; names already registered are left alone (idempotent)."""
-        wanted = self._normalize_request(names)
-        engine = self._require_engine()
+    async def add_classes(self, names: Sequence[str], model: str | None = None) -> dict[str, list[str]]:
+        """Register names zero-shot for a model; names already registered are left alone (idempotent)."""
+        wanted = self._normalize_request(self.model(model).engine, names)
         async with self._mutation_lock:
+            served = self.model(model)  # after a reload that held the lock: the version serving now
+            engine = served.engine
             current = {name_key(n) for n in engine.classnames}
             new = [n for n in wanted if name_key(n) not in current]
             if len(current) + len(new) > self.settings.max_classes:
@@ -354,36 +514,61 @@ class Service:
                     "delete some first"
                 )
             if new:
-                await self.batcher.run_exclusive(self._add_now, new)
+                await self.batcher.run_exclusive(self._add_now, served, new)
             return {"added": new, "classes": list(engine.classnames)}
 
-    def _add_now(self, names: list[str]) -> None:
-        assert self.engine is not None
-        added = self.engine.add_classes(names)
+    def _add_now(self, model: ServedModel, names: list[str]) -> None:
+        added = model.engine.add_classes(names)
         try:
-            self.registry.add(names)
+            self.registry.add(model.name, names, limit=self.settings.max_classes)
         except Exception:
             for name in added:  # keep the engine as the registry says
-                self.engine.remove_class(name)
+                model.engine.remove_class(name)
             raise
-        self._class_metrics()
+        self._model_metrics(model)
 
-    async def remove_class(self, name: str) -> dict[str, Any]:
+    async def remove_class(self, name: str, model: str | None = None) -> dict[str, Any]:
         """Remove the class `name` names (any case or Unicode form of it); answers the name as registered."""
-        engine = self._require_engine()
+        self.model(model)
         try:
             normalized = normalize_name(name)
         except InvalidClassNameError as exc:
             raise InvalidRequestError(str(exc)) from None
         async with self._mutation_lock:
-            registered = find(normalized, engine.classnames)
+            served = self.model(model)
+            registered = find(normalized, served.engine.classnames)
             if registered is None:
                 raise ClassNotFoundError(normalized)
-            await self.batcher.run_exclusive(self._remove_now, registered)
-            return {"removed": registered, "classes": list(engine.classnames)}
+            await self.batcher.run_exclusive(self._remove_now, served, registered)
+            return {"removed": registered, "classes": list(served.engine.classnames)}
 
-    def _remove_now(self, name: str) -> None:
-        assert self.engine is not None
-        self.registry.remove(name)
-        self.engine.remove_class(name)
-        self._class_metrics()
+    def _remove_now(self, model: ServedModel, name: str) -> None:
+        self.registry.remove(model.name, name)
+        model.engine.remove_class(name)
+        self._model_metrics(model)
+
+
+def engine_trained(engine: EngineProtocol) -> list[str]:
+    return list(getattr(engine, "trained_classnames", []))
+
+
+def _valid_names(engine: EngineProtocol, names: Sequence[str], what: str) -> list[str]:
+    valid = []
+    for name in names:
+        try:
+            valid.append(engine.normalize_name(name))
+        except InvalidClassNameError as exc:
+            log.warning("%s skipped: %s", what, exc)
+    return unique(valid)
+
+
+def _signatures(files: dict[str, Path]) -> dict[str, tuple[int, int] | None]:
+    """What a file's change is recognised by: its modification time and size (None: it is gone)."""
+    out: dict[str, tuple[int, int] | None] = {}
+    for name, path in files.items():
+        try:
+            st = path.stat()
+            out[name] = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            out[name] = None
+    return out

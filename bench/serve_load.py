@@ -8,7 +8,8 @@ from /metrics, then does the same with --max-batch-size 1. Prints one table row 
 
 The load generator shares the CPUs with the server, so it is as cheap as we can make it: every
 request is built once (headers + multipart body) and sent over a raw keep-alive asyncio stream
-(on uvloop when installed); an answer counts when it is a 200 holding the classes.
+(on uvloop when installed); an answer counts when it is a 200 holding the classes. The control calls
+(readiness, /metrics) go through app.client.
 
 Only loopback traffic; every loop is bounded by a request count and a timeout.
 """
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from PIL import Image
+
+from app.client import AsyncClient, Client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,15 +92,13 @@ class ServerProcess:
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited with code {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+        with Client(self.url, timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"server exited with code {self.proc.returncode}")
+                if client.ready():  # False while the server is down or loading
                     return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+                time.sleep(0.5)
         self.stop()
         raise SystemExit(f"server not ready after {timeout_s:.0f} s")
 
@@ -239,15 +239,15 @@ async def drive(
         finally:
             await conn.close()
 
-    async with httpx.AsyncClient(base_url=url, timeout=60) as control:
+    async with AsyncClient(url, timeout=60) as control:
         workers = [asyncio.create_task(worker(i)) for i in range(clients)]
         await all_warm.wait()
-        before = batch_stats((await control.get("/metrics")).text)
+        before = batch_stats(await control.metrics())
         started = time.perf_counter()
         go.set()
         await asyncio.gather(*workers)
         seconds = time.perf_counter() - started
-        after = batch_stats((await control.get("/metrics")).text)
+        after = batch_stats(await control.metrics())
     batches = after[1] - before[1]
     return Load(seconds, latencies, errors, (after[0] - before[0]) / batches if batches else 0.0)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.pg import PgServer, PgUnavailable, open_server
 from training.backbone import Backbone, load_backbone
 
 ASSETS = Path(__file__).parent / "assets"
@@ -38,3 +41,26 @@ def make_image_folder(root: Path, per_class: int = 6, size: int = 32, seed: int 
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "colours")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the session (tests/pg.py): `.url`, and `.stop()` / `.start()` / `.stopped()`
+    for outage tests when `.restartable`. Without PostgreSQL binaries: skipped, or failed under CI=true."""
+    try:
+        server = open_server()
+    except PgUnavailable as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"PostgreSQL tests cannot run in CI: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of an empty registry database (the registry's tables dropped before the test)."""
+    pg_server.reset()
+    return pg_server.url

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -12,11 +12,12 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.api.errors import ERRORS, install_error_handlers
 from app.api.middleware import BodySizeLimit, MethodsMiddleware, RequestMetrics, SecurityHeaders
-from app.api.routes import classes, classify, health, metrics
+from app.api.routes import classes, classify, health, metrics, models
 from app.config import Settings
 from app.images import ImageTooLargeError
 from app.metrics import Metrics
-from app.registry import ClassRegistry
+from app.models import FixedRepository, Repository, default_model_name
+from app.registry import open_registry
 from app.service import Service
 from app.web import docs as docs_page
 from app.web import router as web_router
@@ -33,19 +34,22 @@ def create_app(
     settings: Settings,
     engine: Engine | None = None,
     load_engine: Callable[[], Engine] | None = None,
-    initial_classes: Callable[[], Sequence[str]] | None = None,
+    repository: Repository | None = None,
 ) -> FastAPI:
-    """The service. Give a ready `engine`, or `load_engine` to load one in the background at start-up.
+    """The service over a model `repository` (app/models.py; vpt-serve gives the artifact one), or one
+    ready `engine`, or `load_engine` to load one engine in the background at start-up.
 
-    /livez answers at once; /readyz turns 200 after loading, restoring the registered classes and
-    one warm-up forward pass. `initial_classes` seeds a registry that was never written to.
+    /livez answers at once; /readyz turns 200 after loading, restoring every model's registered
+    classes and one warm-up forward pass each.
     """
     metrics_ = Metrics()
+    if repository is None:
+        repository = FixedRepository(default_model_name(settings, []), engine, load_engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = ClassRegistry(settings.registry_path)
-        service = Service(settings, metrics_, registry, engine, load_engine, initial_classes)
+        registry = open_registry(settings.registry_path, legacy_model=repository.default)
+        service = Service(settings, metrics_, registry, repository)
         app.state.service = service
         await service.start()
         try:
@@ -62,7 +66,16 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    routers = (classify.router, classes.router, health.router, metrics.router, web_router, docs_page.router)
+    routers = (
+        classify.router,
+        classes.router,
+        models.router,
+        classes.model_router,
+        health.router,
+        metrics.router,
+        web_router,
+        docs_page.router,
+    )
     for router in routers:
         app.include_router(router)
     too_large = ERRORS[ImageTooLargeError][1].format(

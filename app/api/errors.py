@@ -19,7 +19,14 @@ from app.config import Settings
 from app.engine.errors import EngineError, InvalidClassNameError, InvalidSamplesError, NoClassesError
 from app.images import CorruptImageError, EmptyImageError, ImageShapeError, ImageTooLargeError, NotAnImageError
 from app.registry import RegistryError
-from app.service import ClassLimitError, ClassNotFoundError, InvalidRequestError, NotReadyError, PrepareFailedError
+from app.service import (
+    ClassLimitError,
+    ClassNotFoundError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotReadyError,
+    PrepareFailedError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +85,11 @@ def error_response(
 
 
 # Refusals whose message the service composed for the client: type -> status.
-REQUEST_ERRORS: dict[type[InvalidRequestError], int] = {ClassNotFoundError: 404, ClassLimitError: 409}
+REQUEST_ERRORS: dict[type[InvalidRequestError], int] = {
+    ClassNotFoundError: 404,
+    ModelNotFoundError: 404,
+    ClassLimitError: 409,
+}
 
 
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
@@ -127,8 +138,8 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
             problems.append(f"{where}: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
     hint = ""
     if request.url.path == "/classify":
-        hint = " (send the image as multipart/form-data field 'file'; query: top_k, samples)"
-    elif request.url.path.startswith("/classes"):
+        hint = " (send the image as multipart/form-data field 'file'; query: top_k, samples, alpha, model)"
+    elif request.url.path.startswith("/classes") or request.url.path.endswith("/classes"):
         hint = ' (send JSON {"names": ["a class", ...]})'
     return error_response(422, "; ".join(problems) + hint)
 

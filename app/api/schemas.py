@@ -15,6 +15,8 @@ class CalibrationOut(BaseModel):
 
 
 class ModelOut(BaseModel):
+    name: str = Field(description="the model's name (GET /models lists them)")
+    version: str = Field(description="first 12 hex digits of the artifact's sha256: which version answered")
     variant: str = Field(description="zeroshot, coop, cocoop, vpt or vpt-cond")
     id: str = Field(description="which backbone + posterior answered")
     max_samples: int
@@ -59,6 +61,39 @@ class ClassifyOut(BaseModel):
     model: ModelOut
 
 
+class ClassifyManyOut(BaseModel):
+    answers: list[ClassifyOut] = Field(description="one answer per model asked, in the order asked")
+
+
+class ModelInfoOut(BaseModel):
+    name: str
+    version: str = Field(description="first 12 hex digits of sha256 (of the artifact; zero-shot: of its identity)")
+    variant: str
+    sha256: str | None = Field(description="the artifact file's full sha256 (null: no artifact)")
+    path: str | None = Field(description="the artifact file it was loaded from")
+    created_at: str | None = Field(description="when the artifact was written (ISO 8601)")
+    loaded_at: str = Field(description="when this version started serving (ISO 8601)")
+    classes: int = Field(description="classes registered now")
+    trained_classes: int = Field(description="classes the posterior was fitted on")
+    calibrated: bool = Field(description="calibrated, on exactly the registered classes")
+    calibration: CalibrationOut | None
+    state: str = Field(description="ready")
+    error: str | None = Field(description="why the last reload failed (this version keeps serving); null if none")
+
+
+class ModelsOut(BaseModel):
+    default: str = Field(description="the model answering requests that name none (and /classes)")
+    models: list[ModelInfoOut]
+    refused: list[str] = Field(description="artifacts of the repository that are not served, and why")
+
+
+class ReloadOut(BaseModel):
+    name: str
+    version: str = Field(description="the version serving now")
+    previous_version: str
+    changed: bool = Field(description="false when the artifact's content was the serving version's")
+
+
 class NamesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     names: list[str] = Field(
@@ -81,8 +116,9 @@ class RemovedOut(ClassesOut):
 
 class ReadyOut(BaseModel):
     status: str
-    model: ModelOut
-    classes: int
+    model: ModelOut = Field(description="the default model")
+    classes: int = Field(description="classes of the default model")
+    models: int = Field(description="models served")
 
 
 class ErrorOut(BaseModel):

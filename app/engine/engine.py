@@ -118,30 +118,29 @@ class Engine:
         device: str,
         *,
         cache_dir: str | None = None,
-        max_samples: int = 20,
-        seed: int = 0,
-        cond_mode: str = "exact",
-        linear_tolerance: float = 1e-3,
+        **options: object,
     ) -> Engine:
         """Backbone from a model name or JSON config; posterior artifact, or None for zero-shot CLIP."""
-        bb = load_backbone(backbone, weights, device, cache_dir)
+        return cls.from_posterior(load_backbone(backbone, weights, device, cache_dir), posterior, **options)
+
+    @classmethod
+    def from_posterior(cls, backbone: Backbone, posterior: str | Path | None, **options: object) -> Engine:
+        """An engine over an already loaded backbone (several posteriors share one: app/models.py).
+        `options` are the constructor's keywords (max_samples, seed, cond_mode, linear_tolerance)."""
         learner, trained, calibration = None, [], None
         if posterior is not None:
-            post = load_posterior(posterior, bb)
+            post = load_posterior(posterior, backbone)
             learner, trained, calibration = post.learner, post.classnames, post.calibration
         variant = learner.cfg.variant if learner is not None else "zeroshot"
         engine = cls(
-            bb,
+            backbone,
             learner,
-            max_samples=max_samples,
-            seed=seed,
-            model_id=describe_model(variant, bb, posterior),
+            model_id=describe_model(variant, backbone, posterior),
             calibration=calibration,
-            cond_mode=cond_mode,
-            linear_tolerance=linear_tolerance,
+            **options,  # type: ignore[arg-type]
         )
         engine.trained_classnames = list(trained)
-        log.info("engine %s, max %d samples", engine.model_id, max_samples)
+        log.info("engine %s, max %d samples", engine.model_id, engine.max_samples)
         return engine
 
     # -- classes --------------------------------------------------------------------------
@@ -204,11 +203,22 @@ class Engine:
             image = image.convert("RGB")
         return self.backbone.preprocess(image)
 
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Image features [B, D]: the backbone pass, shared by every engine on this backbone (app/service.py)."""
+        return self.backbone.encode_images(images)
+
     def predict(self, images: torch.Tensor, samples: list[int | str]) -> list[Prediction]:
         """One batched forward; samples[i] (1..max_samples, or AUTO) prompts are averaged for image i."""
-        if images.ndim != 4 or len(images) != len(samples):
+        if images.ndim != 4:
+            raise InvalidSamplesError(f"need images [B, 3, H, W]; got {tuple(images.shape)}")
+        return self.predict_features(self.encode(images), samples)
+
+    def predict_features(self, feats: torch.Tensor, samples: list[int | str]) -> list[Prediction]:
+        """predict() from image features [B, D] that encode() (of any engine on this backbone) computed."""
+        if feats.ndim != 2 or len(feats) != len(samples):
             raise InvalidSamplesError(
-                f"need images [B, 3, H, W] and one sample count per image; got {tuple(images.shape)} "
+                f"need image features [B, D] and one sample count per image; got {tuple(feats.shape)} "
                 f"and {len(samples)} counts"
             )
         bad = [m for m in samples if m != AUTO and (not isinstance(m, int) or not 1 <= m <= self.max_samples)]
@@ -218,7 +228,7 @@ class Engine:
             classes, calibrated = self._classes, self._calibrated
         if not len(classes):
             raise NoClassesError("no classes are registered")
-        return self._predict(classes, images, samples, calibrated)
+        return self._predict(classes, feats, samples, calibrated)
 
     @torch.inference_mode()
     def warmup(self) -> None:
@@ -230,14 +240,13 @@ class Engine:
             with autocast(self.device):
                 classes = self.cache.build(self._tokens(["warm-up"]))
         blank = self.preprocess(Image.new("RGB", (224, 224), (128, 128, 128)))[None]
-        self._predict(classes, blank, [self.max_samples], False)
+        self._predict(classes, self.encode(blank), [self.max_samples], False)
         log.info("warm-up done in %.2f s", time.perf_counter() - start)
 
     @torch.inference_mode()
     def _predict(
-        self, classes: ClassSet, images: torch.Tensor, samples: list[int | str], calibrated: bool
+        self, classes: ClassSet, feats: torch.Tensor, samples: list[int | str], calibrated: bool
     ) -> list[Prediction]:
-        feats = self.backbone.encode_images(images)
         if not self.cfg.stochastic:
             return self._summaries(classes.names, self._logits(classes, feats, [1] * len(samples)), calibrated)
         logits: list[torch.Tensor | None] = [None] * len(samples)

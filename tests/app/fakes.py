@@ -78,19 +78,25 @@ class FakeEngine:
         g = torch.Generator().manual_seed(sum(ord(ch) * 31**i for i, ch in enumerate(name)) % (2**31))
         return torch.rand(3, generator=g)
 
-    def predict(self, images: torch.Tensor, samples: list[int]) -> list[Prediction]:
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The "backbone pass": each image's mean colour [B, 3] (the delay stands for its cost)."""
         self.predict_threads.add(threading.current_thread().name)
-        if not self._classes:
-            raise NoClassesError("no classes")
-        if len(samples) != len(images) or any(not 1 <= s <= self.max_samples for s in samples):
-            raise InvalidSamplesError("bad samples")
         if self.delay_s:
             time.sleep(self.delay_s)
         self.batch_sizes.append(len(images))
+        return images.mean(dim=(2, 3))
+
+    def predict(self, images: torch.Tensor, samples: list[int]) -> list[Prediction]:
+        return self.predict_features(self.encode(images), samples)
+
+    def predict_features(self, feats: torch.Tensor, samples: list[int]) -> list[Prediction]:
+        if not self._classes:
+            raise NoClassesError("no classes")
+        if len(samples) != len(feats) or any(not 1 <= s <= self.max_samples for s in samples):
+            raise InvalidSamplesError("bad samples")
         colours = torch.stack([self._colour(c) for c in self._classes])  # [C, 3]
         out = []
-        for image, m in zip(images, samples):
-            mean = image.mean(dim=(1, 2))
+        for mean, m in zip(feats, samples):
             logits = -10.0 * (colours - mean).pow(2).sum(-1)  # [C]
             stochastic = self.variant in ("vpt", "vpt-cond")
             noise = torch.randn(m, len(colours), generator=torch.Generator().manual_seed(0)) if stochastic else 0.0

@@ -166,7 +166,7 @@ class _FailingEngine(FakeEngine):
         super().__init__()
         self.exc = exc
 
-    def predict(self, images, samples):
+    def predict_features(self, feats, samples):
         raise self.exc
 
 

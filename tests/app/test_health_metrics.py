@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ def test_livez_and_readyz(client):
     assert r.json() == {
         "status": "ready",
         "model": {
+            "name": "zeroshot",
+            "version": hashlib.sha256(b"fake-vpt").hexdigest()[:12],
             "variant": "vpt",
             "id": "fake-vpt",
             "max_samples": 20,
@@ -32,6 +35,7 @@ def test_livez_and_readyz(client):
             "unknown_threshold": 1.5,
         },
         "classes": 3,
+        "models": 1,
     }
 
 
@@ -95,16 +99,20 @@ def test_metrics_is_a_plain_route_with_everything(make_client):
     assert _samples(text, "vpt_batch_size_count")["vpt_batch_size_count"] == 3
     for name in ("vpt_queue_depth", "vpt_queue_wait_seconds_count", "vpt_inference_seconds_count", "vpt_ready"):
         assert name in text
-    assert _samples(text, "vpt_registered_classes")["vpt_registered_classes"] == 3
-    assert _samples(text, "vpt_samples_sum")["vpt_samples_sum"] == 12
-    assert 'vpt_model_info{device="cpu",max_samples="20",model_id="fake-vpt",variant="vpt"} 1.0' in text
-    assert _samples(text, "vpt_prediction_entropy_nats_count")["vpt_prediction_entropy_nats_count"] == 3
+    m = '{model="zeroshot"}'  # the one model of a server without artifact is named zeroshot
+    assert _samples(text, "vpt_registered_classes")["vpt_registered_classes" + m] == 3
+    assert _samples(text, "vpt_samples_sum")["vpt_samples_sum" + m] == 12
+    version = hashlib.sha256(b"fake-vpt").hexdigest()[:12]
+    info = f'device="cpu",max_samples="20",model="zeroshot",model_id="fake-vpt",variant="vpt",version="{version}"'
+    assert f"vpt_model_info{{{info}}} 1.0" in text
+    assert _samples(text, "vpt_models")["vpt_models"] == 1
+    assert _samples(text, "vpt_prediction_entropy_nats_count")["vpt_prediction_entropy_nats_count" + m] == 3
     assert "vpt_prediction_mutual_information_nats_bucket" in text
     unknown = _samples(text, "vpt_unknown_predictions_total")
-    assert unknown['vpt_unknown_predictions_total{measure="entropy"}'] == 3
-    assert 'vpt_unknown_threshold{measure="entropy"} 0.0' in text
-    assert _samples(text, "vpt_prediction_set_size_count")["vpt_prediction_set_size_count"] == 3
-    assert _samples(text, "vpt_calibrated")["vpt_calibrated"] == 0
+    assert unknown['vpt_unknown_predictions_total{measure="entropy",model="zeroshot"}'] == 3
+    assert 'vpt_unknown_threshold{measure="entropy",model="zeroshot"} 0.0' in text
+    assert _samples(text, "vpt_prediction_set_size_count")["vpt_prediction_set_size_count" + m] == 3
+    assert _samples(text, "vpt_calibrated")["vpt_calibrated" + m] == 0
 
 
 def test_unknown_route_is_404_json_and_counted_as_unmatched(client):
@@ -187,12 +195,13 @@ def test_every_request_is_logged_once_with_its_id(client, caplog):
 
 
 def test_readyz_names_the_cause_of_a_failed_start(tmp_path, monkeypatch):
-    from app.registry import ClassRegistry, RegistryError
+    from app.registry import RegistryError
+    from app.registry.sqlite import SqliteRegistry
 
-    def broken(self):
-        raise RegistryError(f"class registry {self.path}: database disk image is malformed")
+    def broken(self, model):
+        raise RegistryError(f"class registry {self.location}: database disk image is malformed")
 
-    monkeypatch.setattr(ClassRegistry, "names", broken)
+    monkeypatch.setattr(SqliteRegistry, "names", broken)
     with serve(make_settings(tmp_path), engine=FakeEngine(), ready=False) as c:
         for _ in range(200):
             r = c.get("/readyz")

@@ -99,20 +99,22 @@ def test_calibration_reaches_the_answers_and_lapses_when_classes_change(tmp_path
 
 def test_cond_mode_setting_reaches_the_engine_and_the_answers(tmp_path, tiny):
     """The tiny artifact's sigma (e^-0.5) is far too wide to linearise: the guard measures that and runs exact."""
-    from app.cli import load_engine
+    from app.cli import load_repository
     from app.config import Settings
 
     settings = Settings(
         backbone=str(tiny["config"]), weights=str(tiny["weights"]), posterior=tiny["vpt-cond"], device="cpu",
         max_samples=4, samples=4, cond_mode="linear", data_dir=tmp_path,
     )  # fmt: skip
-    engine = load_engine(settings)
+    engine = load_repository(settings).load_all()[0][0].engine
     assert engine.cond_mode == "linear"
     with serve(make_settings(tmp_path, samples=4, max_samples=4), engine) as c:
         model = c.get("/readyz").json()["model"]
         body = post_image(c, image_bytes((200, 30, 30)), samples=4).json()
         metrics = c.get("/metrics").text
-    assert f"vpt_linear_error {body['model']['linear_error']}" in metrics and "vpt_linear_active 0.0" in metrics
+    labels = f'{{model="{body["model"]["name"]}"}}'
+    assert f"vpt_linear_error{labels} {body['model']['linear_error']}" in metrics
+    assert f"vpt_linear_active{labels} 0.0" in metrics
     assert model["text_pass"] == body["model"]["text_pass"] == "exact"
     assert body["model"]["linear_error"] > settings.linear_tolerance
 

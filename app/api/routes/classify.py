@@ -8,13 +8,13 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from pydantic import BeforeValidator, Field
 
 from app.api.deps import ServiceDep
-from app.api.schemas import ClassifyOut, ErrorOut
+from app.api.schemas import ClassifyManyOut, ClassifyOut, ErrorOut
 from app.images import ImageTooLargeError
 from app.service import InvalidRequestError
 
 router = APIRouter(tags=["classify"])
 
-_ERRORS = {code: {"model": ErrorOut} for code in (400, 409, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422, 503)}
 
 
 def _digits_only(value: object) -> object:
@@ -28,7 +28,7 @@ _DIGITS = BeforeValidator(_digits_only)
 _DIGITS_OR_AUTO = BeforeValidator(lambda value: value if value == "auto" else _digits_only(value))
 
 
-@router.post("/classify", response_model=ClassifyOut, responses=_ERRORS)
+@router.post("/classify", response_model=ClassifyOut | ClassifyManyOut, responses=_ERRORS)
 async def classify(
     request: Request,
     service: ServiceDep,
@@ -43,6 +43,14 @@ async def classify(
         float | None,
         Query(gt=0, lt=1, description="prediction-set miscoverage: the set holds the true class with prob. 1 - alpha"),
     ] = None,
+    model: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
+        Query(
+            max_length=16,
+            description="the model to answer with (GET /models; default: the server's default model); "
+            "repeat it (model=a&model=b) for one answer per model from one image encode",
+        ),
+    ] = None,
 ) -> dict:
     if len((await request.form()).getlist("file")) > 1:  # the parsed form is cached: this re-reads nothing
         raise InvalidRequestError("the request has more than one 'file' part: send exactly one image per request")
@@ -50,4 +58,5 @@ async def classify(
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise ImageTooLargeError()
-    return await service.classify(data, top_k=top_k, samples=samples, alpha=alpha)
+    answers = await service.classify(data, top_k=top_k, samples=samples, alpha=alpha, models=model)
+    return answers[0] if model is None or len(set(model)) == 1 else {"answers": answers}

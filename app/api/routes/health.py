@@ -18,4 +18,9 @@ async def livez() -> dict:
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ErrorOut}})
 async def readyz(service: ServiceDep) -> dict:
     """200 once loaded and warmed up; 503 while loading, or naming the cause when start-up failed."""
-    return {"status": "ready", "model": service.model_info(), "classes": len(service.list_classes())}
+    return {
+        "status": "ready",
+        "model": service.model_info(),
+        "classes": len(service.list_classes()),
+        "models": len(service.model_names()),
+    }
