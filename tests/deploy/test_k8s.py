@@ -225,7 +225,9 @@ def test_gpu_secret_and_volumes():
     assert {"VPT_TOKEN", "VPT_REGISTRY"} <= refs.keys()
     for name, ref in refs.items():
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in keys, name
-    assert secret["stringData"][refs["VPT_REGISTRY"]["key"]].startswith("postgresql://")
+    from app.registry import is_database_url
+
+    assert is_database_url(Settings(registry=secret["stringData"][refs["VPT_REGISTRY"]["key"]]).registry_path)
     assert all("REPLACE-ME" in value for value in secret["stringData"].values()), "example values must look fake"
     fields = {f"VPT_{name.upper()}" for name in Settings.model_fields}
     names = {e["name"] for e in container["env"]}

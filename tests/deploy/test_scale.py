@@ -54,8 +54,13 @@ def test_api_replicas_have_no_fixed_host_port_or_name():
 
 
 def test_api_registry_url_points_at_the_postgres_service():
+    from app.config import Settings
+    from app.registry import is_database_url
+
     services = _scale()["services"]
-    url = urlsplit(services["api"]["environment"]["VPT_REGISTRY"])
+    spec = services["api"]["environment"]["VPT_REGISTRY"]
+    assert is_database_url(Settings(registry=spec).registry_path), "vpt-serve would take it for a SQLite path"
+    url = urlsplit(spec)
     postgres = services["postgres"]
     env = postgres["environment"]
     assert url.scheme == "postgresql" and url.hostname == "postgres" and (url.port or 5432) == 5432
