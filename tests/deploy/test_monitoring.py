@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import metrics_text
+from tests.deploy.helpers import exported_names
 from tests.servers import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,23 +23,6 @@ DASHBOARD = ROOT / "deploy/grafana/dashboards/vpt.json"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 SCRAPE_TIMEOUT_S = 90
-SUFFIXES = {
-    "counter": ("", "_total", "_created"),
-    "histogram": ("_bucket", "_count", "_sum", "_created"),
-    "gauge": ("",),
-    "info": ("_info",),
-    "summary": ("", "_count", "_sum", "_created"),
-}
-
-
-def exported_names(text: str) -> set[str]:
-    """Every series name /metrics can produce, from its # TYPE lines (covers histograms with no data yet)."""
-    names = set()
-    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.M):
-        names |= {name + suffix for suffix in SUFFIXES.get(kind, ("",))}
-    return names
-
-
 def dashboard_exprs() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text())
     return [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
@@ -83,6 +67,76 @@ def test_dashboard_queries_only_exported_metrics(server):
         assert wanted in used
 
 
+AGGREGATION = re.compile(r"\b(sum|max|min|count|avg)(\s+by\s*\([^)]*\))?\s*$")
+RANGE_FUNCTIONS = ("rate", "irate", "increase")
+
+
+def _enclosing_call(expr: str, position: int) -> tuple[str, int]:
+    """The text before the innermost unclosed '(' left of `position`, and that parenthesis' index."""
+    depth = 0
+    for i in range(position - 1, -1, -1):
+        if expr[i] == ")":
+            depth += 1
+        elif expr[i] == "(":
+            if depth == 0:
+                return expr[:i], i
+            depth -= 1
+    return "", -1
+
+
+def aggregated_over_replicas(expr: str) -> bool:
+    """Every vpt_ series in `expr` is inside sum/max/min/count/avg (through rate() and friends), and every
+    histogram_quantile keeps only `le` (and optionally instance) apart: one line for all replicas."""
+    for match in re.finditer(r"\bvpt_[a-z_]+", expr):
+        before, index = _enclosing_call(expr, match.start())
+        while before.rstrip().endswith(RANGE_FUNCTIONS):
+            before, index = _enclosing_call(expr, index)
+        if not AGGREGATION.search(before):
+            return False
+    for by in re.findall(r"histogram_quantile\(\s*[\d.]+\s*,\s*sum by \(([^)]*)\)", expr):
+        if "le" not in [label.strip() for label in by.split(",")]:
+            return False
+    return expr.count("histogram_quantile(") == len(re.findall(r"histogram_quantile\(\s*[\d.]+\s*,\s*sum by", expr))
+
+
+def test_aggregation_check_can_fail():
+    assert not aggregated_over_replicas("vpt_queue_depth")
+    assert not aggregated_over_replicas("rate(vpt_queue_rejected_total[5m])")
+    assert not aggregated_over_replicas("histogram_quantile(0.9, rate(vpt_batch_size_bucket[5m]))")
+    assert not aggregated_over_replicas("histogram_quantile(0.9, sum by (instance) (rate(vpt_batch_size_bucket[5m])))")
+    assert aggregated_over_replicas("sum(rate(vpt_batch_size_sum[5m])) / sum(rate(vpt_batch_size_count[5m]))")
+
+
+def test_dashboard_sums_over_replicas():
+    """With `--scale api=N` Prometheus scrapes N instances: a bare series would draw N lines per query."""
+    exprs = dashboard_exprs()
+    assert [e for e in exprs if not aggregated_over_replicas(e)] == []
+    assert any("by (instance" in e for e in exprs), "a per-replica breakdown panel is expected"
+
+
+def test_promtool_accepts_the_scrape_config():
+    if PROMTOOL is None:
+        pytest.skip("promtool absent (CI installs the Debian package prometheus)")
+    result = subprocess.run(
+        [PROMTOOL, "check", "config", str(ROOT / "deploy/prometheus/prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path):
+    if PROMTOOL is None:
+        pytest.skip("promtool absent (CI installs the Debian package prometheus)")
+    rules = [{"record": f"vpt:dashboard_{i}", "expr": expr} for i, expr in enumerate(dashboard_exprs())]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        [PROMTOOL, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
@@ -94,11 +148,15 @@ def _query(api: str, expr: str) -> float | None:
 
 
 def _scrape_config(target: str) -> dict:
-    """The repo's Prometheus config, pointed at `target` and scraping every second."""
+    """The repo's Prometheus config, pointed at `target` and scraping every second.
+
+    Its DNS discovery of `api` needs Docker's DNS, so the job gets `target` as a static target instead.
+    """
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     config["global"]["scrape_interval"] = "1s"
     config["global"]["evaluation_interval"] = "1s"
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "vpt"]
+    job.pop("dns_sd_configs")
     job["static_configs"] = [{"targets": [target]}]
     return config
 
