@@ -218,7 +218,8 @@ class PostgresListener:
 
     def wait(self, timeout: float) -> list[int]:
         try:
-            payloads = [n.payload for n in self._conn.notifies(timeout=timeout)]
+            # stop_after=1: back at the first notification, not at the end of `timeout`
+            payloads = [n.payload for n in self._conn.notifies(timeout=timeout, stop_after=1)]
         except psycopg.Error as exc:
             raise RegistryUnavailableError(
                 f"lost the notification link to the class registry {self.location}: {_first_line(exc)}"
