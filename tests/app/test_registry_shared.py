@@ -195,3 +195,20 @@ def test_an_outage_is_bounded_reported_and_recovered(pg_server, pg_url):
         watcher.close()
         assert time.monotonic() - t0 < reg.timeout_s + 1.0
         reg.close()
+
+
+def test_two_services_share_one_postgresql_registry_under_their_model_name(tmp_path, pg_url):
+    """Wiring: vpt-serve's app keeps its classes in the database, in the namespace of the model it serves."""
+    from tests.app.conftest import make_settings, serve
+    from tests.app.fakes import FakeEngine
+
+    settings = make_settings(tmp_path, registry=pg_url, posterior=tmp_path / "flowers.safetensors")
+    with serve(settings, FakeEngine()) as c:
+        assert c.post("/classes", json={"names": ["rose", "tulip"]}).status_code == 200
+        c.delete("/classes/rose")
+    engine = FakeEngine()
+    with serve(make_settings(tmp_path / "other", registry=pg_url, posterior=settings.posterior), engine) as c:
+        assert c.get("/classes").json()["classes"] == ["tulip"] and engine.classnames == ["tulip"]
+    reg = open_registry(pg_url, legacy_model="unused")
+    assert reg.snapshot()[1] == {"flowers": ["tulip"]}
+    reg.close()
