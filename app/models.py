@@ -112,11 +112,18 @@ def artifact_files(models_dir: Path | None, posterior: Path | None) -> tuple[dic
 
 
 def default_model_name(settings: Settings, names: list[str]) -> str:
-    """VPT_DEFAULT_MODEL, else the --posterior file's model, else the first name, else zero-shot."""
+    """VPT_DEFAULT_MODEL, else the --posterior file's model (the demo's), else the first name, else zero-shot.
+
+    It also names the registry namespace that classes registered before registries had models move to,
+    so it must not change between starts with the same settings."""
     if settings.default_model:
         return settings.default_model
     if settings.posterior is not None:
         return settings.posterior.stem
+    if settings.demo:
+        from training.shapes.prebuilt import POSTERIOR_FILE
+
+        return Path(POSTERIOR_FILE).stem
     return names[0] if names else ZEROSHOT
 
 

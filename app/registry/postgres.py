@@ -12,8 +12,10 @@ writes from; `Connection.notifies()` reads LISTEN/NOTIFY), with psycopg-pool's c
   something bumps the version and sends `NOTIFY vpt_registry, '<version>'` in that transaction
   (PostgreSQL delivers it only on commit).
 - Transient errors (connection refused or lost, server shutting down, serialization failure,
-  deadlock, pool exhausted) are retried with exponential backoff until `timeout_s` has passed in
-  all; then RegistryUnavailableError, so no request waits longer. A write retried after a
+  deadlock, pool exhausted, a lock or statement past `timeout_s`) are retried with exponential
+  backoff until `timeout_s` has passed in all; then RegistryUnavailableError, so no request waits
+  much longer (an attempt started near the end may run its own bounded course: the connect
+  timeout, the statement timeout). A write retried after a
   connection lost during COMMIT may already have been applied: add and remove are idempotent,
   so the retry finds it done (it then reports nothing newly added / nothing removed).
 """
@@ -72,11 +74,13 @@ def redact(url: str) -> str:
     return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')}"
 
 
-def connection_kwargs() -> dict[str, Any]:
-    """Settings of every connection: our schema first, bounded connects and statements, dead peers noticed."""
+def connection_kwargs(timeout_s: float) -> dict[str, Any]:
+    """Settings of every connection: our schema first, bounded connects, statements and lock waits (within
+    the retry budget, so a writer queued behind a stuck one gives up in time), dead peers noticed."""
+    ms = max(int(timeout_s * 1000), 100)
     return {
         "connect_timeout": CONNECT_TIMEOUT_S,
-        "options": f"-c search_path={SCHEMA} -c statement_timeout=5000 -c lock_timeout=5000",
+        "options": f"-c search_path={SCHEMA} -c statement_timeout={ms} -c lock_timeout={ms}",
         "keepalives": 1,
         "keepalives_idle": 5,
         "keepalives_interval": 2,
@@ -104,7 +108,7 @@ class PostgresRegistry:
         try:
             self._pool = ConnectionPool(
                 url,
-                kwargs=connection_kwargs(),
+                kwargs=connection_kwargs(timeout_s),
                 min_size=1,
                 max_size=pool_size,
                 open=False,
@@ -199,17 +203,17 @@ class PostgresRegistry:
 
     def listen(self) -> PostgresListener:
         """A dedicated connection (outside the pool) that LISTENs; RegistryUnavailableError if it cannot connect."""
-        return PostgresListener(self.url, self.location)
+        return PostgresListener(self.url, self.location, self.timeout_s)
 
 
 class PostgresListener:
     """LISTEN vpt_registry on its own autocommit connection. NOTIFY is not replayed to a connection
     opened later, so whoever reconnects re-reads the version (RegistryWatcher does)."""
 
-    def __init__(self, url: str, location: str) -> None:
+    def __init__(self, url: str, location: str, timeout_s: float) -> None:
         self.location = location
         try:
-            self._conn = psycopg.connect(url, autocommit=True, **connection_kwargs())
+            self._conn = psycopg.connect(url, autocommit=True, **connection_kwargs(timeout_s))
             self._conn.execute(f"LISTEN {CHANNEL}")
         except psycopg.Error as exc:
             raise RegistryUnavailableError(
@@ -218,7 +222,8 @@ class PostgresListener:
 
     def wait(self, timeout: float) -> list[int]:
         try:
-            payloads = [n.payload for n in self._conn.notifies(timeout=timeout)]
+            # stop_after=1: back at the first notification, not at the end of `timeout`
+            payloads = [n.payload for n in self._conn.notifies(timeout=timeout, stop_after=1)]
         except psycopg.Error as exc:
             raise RegistryUnavailableError(
                 f"lost the notification link to the class registry {self.location}: {_first_line(exc)}"

@@ -8,8 +8,10 @@ share the file. A file written before registries had models (one `classes` table
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +60,8 @@ class SqliteRegistry:
                     "restore it from a backup, or delete it to start with no registered classes"
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                _create_whole(self.path)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
@@ -121,6 +125,28 @@ class SqliteRegistry:
     def listen(self) -> None:
         """No notifications: processes sharing the file see changes by polling the version."""
         return None
+
+
+def _create_whole(path: Path) -> None:
+    """Write a new registry beside `path` and link it into place, so no process that shares the file ever
+    sees it empty (which would be refused as truncated) while another is creating it."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+    try:
+        conn = sqlite3.connect(temp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+            conn.execute("BEGIN IMMEDIATE")
+            _create_or_migrate(conn, legacy_model="")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+    finally:
+        for leftover in (temp, temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 def _create_or_migrate(conn: sqlite3.Connection, legacy_model: str) -> None:

@@ -33,6 +33,30 @@ def test_empty_variables_mean_unset(monkeypatch):
     assert (s.posterior, s.registry, s.cache_dir, s.token) == (None, None, None, None)
 
 
+def test_the_registry_is_a_file_or_a_database_url(monkeypatch, tmp_path):
+    from app.registry import location_of
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Settings(registry="~/r.sqlite").registry_path == tmp_path / "r.sqlite"
+    url = "postgresql://vpt:s3cret@db:5432/vpt"
+    monkeypatch.setenv("VPT_REGISTRY", url)
+    s = Settings()
+    assert s.registry_path == url and location_of(s.registry_path) == "postgresql://vpt@db:5432/vpt"
+    assert Settings(registry="postgres://db/vpt").registry_path == "postgres://db/vpt"
+    assert Settings(registry_poll_s="0.5").registry_poll_s == 0.5
+
+
+def test_the_default_model_name_follows_what_is_served(tmp_path):
+    from app.models import default_model_name
+
+    assert default_model_name(Settings(), []) == "zeroshot"
+    assert default_model_name(Settings(), ["b", "c"]) == "b"
+    assert default_model_name(Settings(posterior=tmp_path / "flowers-v2.safetensors"), ["a"]) == "flowers-v2"
+    assert default_model_name(Settings(demo=True), []) == "demo-vpt"
+    assert default_model_name(Settings(demo=True, posterior=tmp_path / "mine.safetensors"), []) == "mine"
+    assert default_model_name(Settings(default_model="c", posterior=tmp_path / "mine.safetensors"), ["c"]) == "c"
+
+
 def test_every_setting_has_a_flag():
     help_text = cli.build_parser().format_help()
     for name in Settings.model_fields:
