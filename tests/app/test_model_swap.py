@@ -125,6 +125,7 @@ def test_a_failed_reload_keeps_the_old_version_serving_and_says_why(tmp_path, ti
 
 def test_the_watcher_swaps_changed_files_and_adds_new_ones(tmp_path, tiny, models):
     place(tiny["vpt"], models / "f" / "v1.safetensors")
+    place(tiny["vpt"], models / "fixed.safetensors", embed_dim="999")  # refused at start, replaced later
     settings = repo_settings(tmp_path, tiny, models_dir=models, models_poll_s=0.1)
     old, new = version_of(tiny["vpt"]), version_of(tiny["next"])
 
@@ -148,9 +149,14 @@ def test_the_watcher_swaps_changed_files_and_adds_new_ones(tmp_path, tiny, model
         assert info["classes"] == info["trained_classes"] == len(TRAINED) and info["error"] is None
         assert post_image(c, image_bytes(), model="n").json()["model"]["name"] == "n"
 
+        assert [r for r in c.get("/models").json()["refused"] if "fixed" in r]
+        place(tiny["vpt"], models / "fixed.safetensors")  # the refused file, now fitting the backbone
+        wait_until(lambda: version(c, "fixed") == old, what="the fixed model")
+        assert c.get("/models").json()["refused"] == []
+
         (models / "n.safetensors").write_bytes(b"garbage")  # a broken file: reported, the old version serves on
         wait_until(lambda: c.get("/models/n").json()["error"], what="the failed reload of n")
         assert post_image(c, image_bytes(), model="n").json()["model"]["version"] == old
         metrics = c.get("/metrics").text
-    assert "vpt_models 3.0" in metrics
+    assert "vpt_models 4.0" in metrics
     assert 'vpt_model_reloads_total{model="n",outcome="failed"} 1.0' in metrics

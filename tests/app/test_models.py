@@ -14,7 +14,15 @@ from app.cli import load_repository
 from app.models import ArtifactRepository
 from tests.app.conftest import image_bytes, make_settings, serve
 from tests.app.fakes import FakeEngine
-from tests.app.model_repo import FakeRepository, metadata_of, place, repo_settings, run_app, version_of
+from tests.app.model_repo import (
+    FakeRepository,
+    metadata_of,
+    place,
+    repo_settings,
+    run_app,
+    version_of,
+    wait_until,
+)
 from tests.app.test_classify import assert_error, post_image
 from tests.app.tiny import TRAINED, write_tiny_model
 
@@ -54,6 +62,8 @@ def test_good_artifacts_serve_and_the_others_are_refused_naming_file_and_field(t
         b = c.get("/models/b").json()
         answer = post_image(c, image_bytes(), model="b").json()
         plain = post_image(c, image_bytes()).json()
+        metrics = c.get("/metrics").text
+    assert "vpt_models 2.0" in metrics and not any(w in metrics for w in ("mismatch", "corrupt", "bad name"))
     assert body["default"] == "a"  # no VPT_DEFAULT_MODEL, no --posterior: the first name
     models = {m["name"]: m for m in body["models"]}
     assert list(models) == ["a", "b"]
@@ -124,13 +134,28 @@ def test_a_default_model_that_cannot_load_stops_the_start_in_one_line(tmp_path, 
         assert word in err[-1], err[-1]
 
 
-def test_an_empty_models_dir_stops_the_start(tmp_path, tiny, capsys):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "notes.txt").write_text("no artifacts here")
-    assert serve_main(tmp_path, tiny, "--models-dir", str(empty)) == 2
+@pytest.mark.parametrize("kind, words", [("empty", ["no .safetensors"]), ("missing", ["not a directory"])])
+def test_a_models_dir_without_models_stops_the_start(tmp_path, tiny, capsys, kind, words):
+    folder = tmp_path / kind
+    if kind == "empty":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("no artifacts here")
+    assert serve_main(tmp_path, tiny, "--models-dir", str(folder)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and str(empty) in err[-1] and "no .safetensors" in err[-1], err
+    assert err[-1].startswith("error: ") and str(folder) in err[-1], err
+    for word in words:
+        assert word in err[-1], err[-1]
+
+
+def test_a_default_model_that_cannot_load_keeps_an_embedded_server_unready_with_the_cause(tmp_path, tiny, mixed):
+    """create_app with a repository (no vpt-serve to check first): /readyz says why, requests get 503."""
+    settings = repo_settings(tmp_path, tiny, models_dir=mixed, default_model="mismatch")
+    with serve(settings, repository=load_repository(settings), ready=False) as c:
+        wait_until(lambda: "embed_dim" in c.get("/readyz").text, what="/readyz naming the cause")
+        ready = c.get("/readyz")
+        models = c.get("/models")
+    assert_error(ready, 503, "default model 'mismatch'", "mismatch.safetensors")
+    assert_error(models, 503, "mismatch")
 
 
 def test_a_posterior_alone_is_a_repository_of_one(tmp_path, tiny):
