@@ -160,3 +160,10 @@ def test_the_watcher_swaps_changed_files_and_adds_new_ones(tmp_path, tiny, model
         metrics = c.get("/metrics").text
     assert "vpt_models 4.0" in metrics
     assert 'vpt_model_reloads_total{model="n",outcome="failed"} 1.0' in metrics
+
+
+def test_a_model_given_in_code_has_nothing_to_reload(make_client):
+    with make_client(classes=["red star"]) as c:
+        name = c.get("/models").json()["default"]
+        assert_error(c.post(f"/models/{name}/reload"), 422, name, "not loaded from an artifact file")
+        assert post_image(c, image_bytes()).status_code == 200
