@@ -217,6 +217,9 @@ class ArtifactRepository:
         return self._initial
 
     def _load_all(self) -> tuple[list[ServedModel], list[str]]:
+        models_dir = self.settings.models_dir
+        if models_dir is not None and not models_dir.is_dir():
+            raise ModelLoadError(f"VPT_MODELS_DIR {models_dir} is not a directory")
         files = self.files()
         refused = list(self.problems)
         if not files:

@@ -414,9 +414,10 @@ class Service:
                 self._models = {**self._models, name: replace(current, error=message)}
                 self.metrics.reloads.labels(name, "failed").inc()
                 raise ReloadFailedError(message) from None
-            changed = new is not current
-            if changed:
+            changed = new.engine is not current.engine  # not when only a failed reload's error was cleared
+            if new is not current:
                 self._models = {**self._models, name: new}  # the swap: requests from now on get the new version
+            if changed:
                 self._model_metrics(new)
                 self.metrics.reloads.labels(name, "swapped").inc()
                 log.info("model %s: version %s -> %s", name, current.version, new.version)
