@@ -41,6 +41,9 @@ VERSION_DIGITS = 12
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+Signature = tuple[int, int] | None  # a file's (mtime_ns, size); None: no file
+
+
 class ModelLoadError(Exception):
     """A model could not be (re)loaded; the message names the file and the cause (safe to show)."""
 
@@ -58,6 +61,7 @@ class ServedModel:
     created_at: str | None = None  # the artifact's own creation time
     loaded_at: str = ""
     error: str | None = None  # why the last reload failed (this version keeps serving)
+    signature: Signature = None  # the file's (mtime_ns, size) when loaded: how the watcher sees a change
 
 
 def now_iso() -> str:
@@ -70,6 +74,15 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_signature(path: Path | None) -> Signature:
+    """What a change of an artifact file is recognised by, without reading it."""
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st is not None else None
 
 
 def identity_version(identity: str) -> str:
@@ -193,6 +206,7 @@ class ArtifactRepository:
         from training.artifact import read_metadata
 
         s = self.settings
+        signature = file_signature(path)
         try:
             digest = file_sha256(path) if path is not None else None
             created = read_metadata(path).get("created_at") if path is not None else None
@@ -206,8 +220,10 @@ class ArtifactRepository:
             )
         except (ArtifactError, OSError) as exc:
             raise ModelLoadError(f"model '{name}' refused: {exc}") from exc
+        if file_signature(path) != signature:  # the file is read three times: they must be one content
+            raise ModelLoadError(f"model '{name}' refused: {path} changed while it was loaded (copy it in atomically)")
         version = digest[:VERSION_DIGITS] if digest else identity_version(engine.model_id)
-        return ServedModel(name, engine, version, digest, path, created, now_iso())
+        return ServedModel(name, engine, version, digest, path, created, now_iso(), signature=signature)
 
     def load_all(self) -> tuple[list[ServedModel], list[str]]:
         """Every model of the repository and the refusals; loaded once (vpt-serve calls it before serving,

@@ -28,7 +28,7 @@ from app.decision import Decision, Fallback, decide, unknown_rule
 from app.engine.errors import EngineError, InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
-from app.models import ModelLoadError, Repository, ServedModel
+from app.models import ModelLoadError, Repository, ServedModel, Signature, file_signature
 from app.names import find, name_key, normalize_name, show, unique
 from app.registry import ClassRegistry, RegistryError
 
@@ -457,6 +457,8 @@ class Service:
         atomically (write beside, then rename): a half-copied file fails to load and is retried when it
         changes again."""
         seen = _signatures(self.repository.files())
+        # the served versions as loaded (vpt-serve loads before it serves): a change in between is a change
+        seen.update({m.name: m.signature for m in self._models.values() if m.path is not None})
         while True:
             await asyncio.sleep(self.settings.models_poll_s)
             try:
@@ -563,13 +565,5 @@ def _valid_names(engine: EngineProtocol, names: Sequence[str], what: str) -> lis
     return unique(valid)
 
 
-def _signatures(files: dict[str, Path]) -> dict[str, tuple[int, int] | None]:
-    """What a file's change is recognised by: its modification time and size (None: it is gone)."""
-    out: dict[str, tuple[int, int] | None] = {}
-    for name, path in files.items():
-        try:
-            st = path.stat()
-            out[name] = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            out[name] = None
-    return out
+def _signatures(files: dict[str, Path]) -> dict[str, Signature]:
+    return {name: file_signature(path) for name, path in files.items()}

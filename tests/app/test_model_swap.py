@@ -167,3 +167,13 @@ def test_a_model_given_in_code_has_nothing_to_reload(make_client):
         name = c.get("/models").json()["default"]
         assert_error(c.post(f"/models/{name}/reload"), 422, name, "not loaded from an artifact file")
         assert post_image(c, image_bytes()).status_code == 200
+
+
+def test_a_file_replaced_between_loading_and_serving_is_picked_up(tmp_path, tiny, models):
+    """vpt-serve loads every model before it binds; the watcher starts from the versions as loaded."""
+    settings = repo_settings(tmp_path, tiny, models_dir=models, models_poll_s=0.1)
+    repository = load_repository(settings)
+    repository.load_all()
+    place(tiny["next"], models / "m.safetensors")  # after loading, before the server (and its watcher) starts
+    with serve(settings, repository=repository) as c:
+        wait_until(lambda: c.get("/models/m").json()["version"] == version_of(tiny["next"]), what="the swap of m")
