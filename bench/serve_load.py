@@ -133,7 +133,7 @@ class Load:
 BOUNDARY = "vptbenchboundary7MA4YWxkTrZu0gW"
 
 
-def build_request(host: str, image: bytes, params: dict[str, int]) -> bytes:
+def build_request(host: str, image: bytes, params: dict[str, int | str]) -> bytes:
     """One complete keep-alive POST /classify (multipart/form-data), built once before timing starts."""
     body = (
         (
@@ -196,13 +196,20 @@ class Connection:
 async def drive(
     url: str, images: list[bytes], clients: int, requests: int, warmup: int, samples: int | None, top_k: int | None
 ) -> Load:
-    """`clients` workers, each with its own keep-alive connection, sending pre-built requests over raw
-    asyncio streams. Each first sends warmup/clients untimed requests (opening its connection); once
-    all have, they share a bounded counter of `requests` timed ones. An answer counts as a success
-    when it is a 200 whose JSON holds the classes."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
+    """drive_requests() with one pre-built /classify request per image."""
+    host = url.removeprefix("http://")
     params = {k: v for k, v in (("samples", samples), ("top_k", top_k)) if v}
-    raws = [build_request(f"{host}:{port}", image, params) for image in images]
+    raws = [build_request(host, image, params) for image in images]
+    return await drive_requests(url, raws, clients, requests, warmup)
+
+
+async def drive_requests(url: str, raws: list[bytes], clients: int, requests: int, warmup: int) -> Load:
+    """`clients` workers, each with its own keep-alive connection, sending the pre-built requests `raws`
+    in turn (the n-th request sent is raws[n % len(raws)]) over raw asyncio streams. Each first sends
+    warmup/clients untimed requests (opening its connection); once all have, they share a bounded
+    counter of `requests` timed ones. An answer counts as a success when it is a 200 whose JSON holds
+    the classes."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
     latencies: list[float] = []
     errors = 0
     issued = 0
