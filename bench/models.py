@@ -133,15 +133,12 @@ def engine_footprint(models: ModelSet, samples: int) -> dict[str, int]:
     engine.set_classes(models.classes)
     engine.warmup()
     classes = engine._classes  # noqa: SLF001 - a read-only look at what the engine keeps
-    if classes.text is None or classes.text.dtype != torch.float32:
-        raise SystemExit(f"unexpected class cache: {None if classes.text is None else classes.text.dtype}")
-    kv = engine.cache._kv or []  # noqa: SLF001
+    if classes.text_t is None or classes.text_t.dtype != torch.float32:
+        raise SystemExit(f"unexpected class cache: {None if classes.text_t is None else classes.text_t.dtype}")
     tokens = classes.tokens
     parts = {
-        "class cache text [M, C, D]": [classes.text],
-        "its copy text_t [D, M, C]": [classes.text_t],
+        "class cache text_t [D, M, C]": [classes.text_t, classes.text],  # text: a view of text_t
         "class token embeddings (ClassTokens)": [tokens.prefix, tokens.suffix, tokens.eot] if tokens else [],
-        "[SOS + ctx] prefix keys/values (PrefixKV)": [t for layer in kv for t in layer],
         "context rows, noise bank, probes": [engine.cache.shared_ctx, engine.noise, engine._probes],  # noqa: SLF001
         "posterior parameters": list(engine.learner.state_dict().values()),
     }

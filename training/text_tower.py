@@ -52,7 +52,10 @@ class ClassTokens:
         if len(self) == 0:
             return self
         keep = int(self.eot.max()) + 1 - 1 - self.n_ctx
-        return ClassTokens(self.names, self.n_ctx, self.prefix, self.suffix[:, :keep], self.eot)
+        if keep == self.suffix.shape[1]:
+            return self
+        # a copy, not a view: a view would keep the whole uncut embedding alive (per model, when serving)
+        return ClassTokens(self.names, self.n_ctx, self.prefix, self.suffix[:, :keep].clone(), self.eot)
 
     @staticmethod
     def cat(parts: list[ClassTokens]) -> ClassTokens:
@@ -112,7 +115,7 @@ class TextTower(nn.Module):
         texts = [prompt_text(n, n_ctx, template) for n in names]
         ids = self.tokenize(texts).to(self.clip.token_embedding.weight.device)
         emb = self.clip.token_embedding(ids).float()
-        tokens = ClassTokens(list(names), n_ctx, emb[:, :1], emb[:, 1 + n_ctx :], ids.argmax(dim=-1))
+        tokens = ClassTokens(list(names), n_ctx, emb[:, :1].clone(), emb[:, 1 + n_ctx :], ids.argmax(dim=-1))
         return tokens.trimmed()
 
     def encode_embeddings(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:

@@ -31,14 +31,20 @@ class ClassSet:
     names: tuple[str, ...] = ()
     tokens: ClassTokens | None = None  # per-image variants run these every request
     groups: list[LengthGroup] = field(default_factory=list)  # tokens split by prompt length
-    text: torch.Tensor | None = None  # [M, C, D] shared variants' cached features
-    text_t: torch.Tensor | None = None  # the same as [D, M, C], contiguous: the matmul's fast layout
+    # shared variants' cached features as [D, M, C], contiguous: the matmul's fast layout (kept once:
+    # with many models on one backbone this cache is what each extra model costs)
+    text_t: torch.Tensor | None = None
     linear: Linearisation | None = None  # vpt-cond's linearised text features (cond_mode "linear")
     linear_error: float | None = None  # the guard's max |dp| of `linear` against the exact pass
     linear_active: bool = False  # the guard passed: predictions use `linear`
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def text(self) -> torch.Tensor | None:
+        """The cached features as [M, C, D] (a view of text_t)."""
+        return None if self.text_t is None else self.text_t.permute(1, 2, 0)
 
     def index(self, name: str) -> int | None:
         try:
@@ -53,7 +59,6 @@ class ClassCache:
     def __init__(self, passes: TextPasses, shared_ctx: torch.Tensor | None) -> None:
         self.passes = passes
         self.shared_ctx = shared_ctx  # [M, n_ctx, W] for shared prompts, None for per-image ones
-        self._kv: PrefixKV | None = None  # the prompts' [SOS + ctx] part: the same for every class
 
     def encode(self, tokens: ClassTokens) -> torch.Tensor:
         """Text features [M, C, D] of the shared prompts for these classes.
@@ -64,37 +69,38 @@ class ClassCache:
         would let the matmul kernels round differently for different batch shapes).
         """
         ctx = self.shared_ctx
-        if self._kv is None:
-            self._kv = self.passes.prefix_kv(ctx, tokens.prefix[:1])
+        # the prompts' [SOS + ctx] part, the same for every class: computed per call, not kept (its
+        # keys/values are views that hold each layer's whole qkv alive, per model)
+        kv: PrefixKV | None = self.passes.prefix_kv(ctx, tokens.prefix[:1])
         first = torch.zeros(1, dtype=torch.long, device=ctx.device)
-        feats = [
-            self.passes.features(ctx, [LengthGroup(first, tokens.select([i]))], 1, self._kv) for i in range(len(tokens))
-        ]
+        feats = [self.passes.features(ctx, [LengthGroup(first, tokens.select([i]))], 1, kv) for i in range(len(tokens))]
         return torch.cat(feats, dim=1)
 
     def build(self, tokens: ClassTokens) -> ClassSet:
-        return self._make(tuple(tokens.names), tokens, self.encode(tokens) if self.shared_ctx is not None else None)
+        text_t = self.encode(tokens).permute(2, 0, 1) if self.shared_ctx is not None else None
+        return self._make(tuple(tokens.names), tokens, text_t)
 
     def add(self, current: ClassSet, tokens: ClassTokens) -> ClassSet:
         if not len(current):
             return self.build(tokens)
         joined = ClassTokens.cat([current.tokens, tokens])
-        text = None
+        text_t = None
         if self.shared_ctx is not None:
-            text = torch.cat([current.text, self.encode(tokens)], dim=1)
-        return self._make(tuple(joined.names), joined, text)
+            text_t = torch.cat([current.text_t, self.encode(tokens).permute(2, 0, 1)], dim=2)
+        return self._make(tuple(joined.names), joined, text_t)
 
     def remove(self, current: ClassSet, position: int) -> ClassSet:
         keep = [i for i in range(len(current)) if i != position]
         if not keep:
             return ClassSet()
         tokens = current.tokens.select(keep)
-        text = None
-        if current.text is not None:
-            text = current.text[:, torch.tensor(keep, device=current.text.device)]
-        return self._make(tuple(tokens.names), tokens, text)
+        text_t = None
+        if current.text_t is not None:
+            text_t = current.text_t[:, :, torch.tensor(keep, device=current.text_t.device)]
+        return self._make(tuple(tokens.names), tokens, text_t)
 
-    def _make(self, names: tuple[str, ...], tokens: ClassTokens, text: torch.Tensor | None) -> ClassSet:
+    def _make(self, names: tuple[str, ...], tokens: ClassTokens, text_t: torch.Tensor | None) -> ClassSet:
+        """text_t [D, M, C] contiguous (cat and index_select along C give that; a first build is permuted)."""
         if self.shared_ctx is None:
             return ClassSet(names, tokens, length_groups(tokens))
-        return ClassSet(names, tokens, [], text, text.permute(2, 0, 1).contiguous())
+        return ClassSet(names, tokens, [], text_t.contiguous())
