@@ -16,6 +16,8 @@ file name are still told apart.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import logging
 import re
@@ -83,6 +85,18 @@ def file_signature(path: Path | None) -> Signature:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size) if st is not None else None
+
+
+def release_freed_memory() -> None:
+    """Return the heap that loading freed (the text passes' activations, a replaced version) to the OS.
+
+    glibc keeps freed blocks in its arenas: with 100 models that left ~0.5 MB of resident memory per
+    model beyond what the engines hold (bench/models.py). A no-op without glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def identity_version(identity: str) -> str:

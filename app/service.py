@@ -28,7 +28,14 @@ from app.decision import Decision, Fallback, decide, unknown_rule
 from app.engine.errors import EngineError, InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
-from app.models import ModelLoadError, Repository, ServedModel, Signature, file_signature
+from app.models import (
+    ModelLoadError,
+    Repository,
+    ServedModel,
+    Signature,
+    file_signature,
+    release_freed_memory,
+)
 from app.names import find, name_key, normalize_name, show, unique
 from app.registry import ClassRegistry, RegistryError
 
@@ -146,6 +153,7 @@ class Service:
             for model in models:
                 await self.batcher.run_exclusive(self._restore_classes, model)
                 await self.batcher.run_exclusive(model.engine.warmup)
+            await self.batcher.run_exclusive(release_freed_memory)
         except Exception as exc:
             log.exception("the model could not be prepared; /readyz stays 503")
             self.failure = _failure_cause(exc)
@@ -421,6 +429,7 @@ class Service:
                 self._model_metrics(new)
                 self.metrics.reloads.labels(name, "swapped").inc()
                 log.info("model %s: version %s -> %s", name, current.version, new.version)
+                await loop.run_in_executor(self._load_pool, release_freed_memory)
         return {"name": name, "version": new.version, "previous_version": current.version, "changed": changed}
 
     def _load_warm(self, name: str, path: Path, current: ServedModel) -> ServedModel:
@@ -440,6 +449,7 @@ class Service:
                 model = await loop.run_in_executor(self._load_pool, self.repository.load, name, path)
                 await loop.run_in_executor(self._load_pool, self._restore_classes, model)
                 await loop.run_in_executor(self._load_pool, model.engine.warmup)
+                await loop.run_in_executor(self._load_pool, release_freed_memory)
             except Exception as exc:
                 message = str(exc) if isinstance(exc, ModelLoadError | RegistryError) else type(exc).__name__
                 if message not in self.refused:

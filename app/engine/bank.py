@@ -29,7 +29,7 @@ class ClassSet:
     """An immutable snapshot: a prediction reads one while class changes build the next."""
 
     names: tuple[str, ...] = ()
-    tokens: ClassTokens | None = None  # per-image variants run these every request
+    tokens: ClassTokens | None = None  # per-image variants run these every request (shared ones: None)
     groups: list[LengthGroup] = field(default_factory=list)  # tokens split by prompt length
     # shared variants' cached features as [D, M, C], contiguous: the matmul's fast layout (kept once:
     # with many models on one backbone this cache is what each extra model costs)
@@ -77,30 +77,25 @@ class ClassCache:
         return torch.cat(feats, dim=1)
 
     def build(self, tokens: ClassTokens) -> ClassSet:
-        text_t = self.encode(tokens).permute(2, 0, 1) if self.shared_ctx is not None else None
-        return self._make(tuple(tokens.names), tokens, text_t)
+        if self.shared_ctx is None:
+            return ClassSet(tuple(tokens.names), tokens, length_groups(tokens))
+        return ClassSet(tuple(tokens.names), text_t=self.encode(tokens).permute(2, 0, 1).contiguous())
 
     def add(self, current: ClassSet, tokens: ClassTokens) -> ClassSet:
         if not len(current):
             return self.build(tokens)
-        joined = ClassTokens.cat([current.tokens, tokens])
-        text_t = None
-        if self.shared_ctx is not None:
-            text_t = torch.cat([current.text_t, self.encode(tokens).permute(2, 0, 1)], dim=2)
-        return self._make(tuple(joined.names), joined, text_t)
+        if self.shared_ctx is None:
+            joined = ClassTokens.cat([current.tokens, tokens])
+            return ClassSet(tuple(joined.names), joined, length_groups(joined))
+        text_t = torch.cat([current.text_t, self.encode(tokens).permute(2, 0, 1)], dim=2)  # contiguous
+        return ClassSet(current.names + tuple(tokens.names), text_t=text_t)
 
     def remove(self, current: ClassSet, position: int) -> ClassSet:
         keep = [i for i in range(len(current)) if i != position]
         if not keep:
             return ClassSet()
-        tokens = current.tokens.select(keep)
-        text_t = None
-        if current.text_t is not None:
-            text_t = current.text_t[:, :, torch.tensor(keep, device=current.text_t.device)]
-        return self._make(tuple(tokens.names), tokens, text_t)
-
-    def _make(self, names: tuple[str, ...], tokens: ClassTokens, text_t: torch.Tensor | None) -> ClassSet:
-        """text_t [D, M, C] contiguous (cat and index_select along C give that; a first build is permuted)."""
-        if self.shared_ctx is None:
+        names = tuple(current.names[i] for i in keep)
+        if current.text_t is None:
+            tokens = current.tokens.select(keep)
             return ClassSet(names, tokens, length_groups(tokens))
-        return ClassSet(names, tokens, [], text_t.contiguous())
+        return ClassSet(names, text_t=current.text_t[:, :, torch.tensor(keep, device=current.text_t.device)])
