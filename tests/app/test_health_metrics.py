@@ -36,6 +36,8 @@ def test_livez_and_readyz(client):
         },
         "classes": 3,
         "models": 1,
+        "registry_version": 2,  # a new SQLite registry: seeded (1), then the 3 classes of the test (2)
+        "reason": None,
     }
 
 
