@@ -38,6 +38,9 @@ from psycopg_pool import ConnectionPool
 from app.registry import RegistryError, RegistryUnavailableError, core
 
 log = logging.getLogger(__name__)
+# The pool retries connecting in the background and warns at every attempt while the database is down;
+# RegistryWatcher reports the outage once (and its end), so only the pool's errors are worth a line.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 T = TypeVar("T")
 
