@@ -187,6 +187,7 @@ class Service:
             self.registry, self.sync, asyncio.get_running_loop(), self.settings.registry_poll_s
         )
         self._follower.start()
+        self.metrics.registry_up.set_function(lambda: float(self.registry_reason() is None))
         log.info("ready: %d models (default %s)", len(self._models), self.default)
 
     async def _until_registry(self, step: Callable[[], Awaitable[T]]) -> T:
@@ -615,6 +616,7 @@ class Service:
             changed = await self.batcher.run_exclusive(self._converge, models, snapshot, reached)
         for model in changed:
             self._model_metrics(model)
+        self.metrics.registry_version.set(reached)
         if known is not None and reached != known:
             log.info("class registry version %d -> %d (%d models changed)", known, reached, len(changed))
         return reached

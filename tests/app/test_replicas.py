@@ -180,6 +180,7 @@ def test_the_database_stopped_mid_traffic(pg, clients, replicas, registry):
             assert wait_for(degraded, 10, every_s=0.1) is not None, "/readyz never said degraded"
             ready = a.get("/readyz")
             assert ready.status_code == 200 and "registry" in ready.json()["reason"]
+            assert "vpt_registry_up 0.0" in a.get("/metrics").text
             t0 = time.monotonic()
             refused = a.post("/classes", json={"names": ["during the outage"]})
             assert time.monotonic() - t0 < 10
