@@ -606,10 +606,11 @@ class Service:
 
     async def sync(self, version: int | None = None) -> int:
         """Bring every served model's classes to the registry's snapshot (encoding only missing classes) and
-        return the version reached. `version`: one the watcher saw; a replica already there skips the read."""
+        return the version reached. `version`: one the watcher saw; a replica already there skips the read.
+        Any other version means a read, a lower one too: a database restored from a backup is followed."""
         async with self._mutation_lock:
             known = self.registry_version
-            if version is not None and known is not None and version <= known:
+            if version is not None and version == known:
                 return known
             reached, snapshot = await asyncio.to_thread(self.registry.snapshot)
             models = list(self._models.values())

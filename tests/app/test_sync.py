@@ -7,6 +7,7 @@ PostgreSQL do by NOTIFY (tests/app/test_replicas.py runs real replicas on a real
 from __future__ import annotations
 
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -67,6 +68,20 @@ def test_a_service_follows_another_ones_writes_encoding_only_the_change(tmp_path
             assert post_image(b, IMAGE).json()["registry_version"] == reg.version()
         finally:
             reg.close()
+
+
+def test_a_registry_restored_to_an_older_version_is_followed_too(tmp_path):
+    """A database restored from a backup goes back in versions: the replica follows it, not only forward."""
+    shared = tmp_path / "shared.sqlite"
+    settings = make_settings(tmp_path, registry=shared, registry_poll_s=0.05, classes=["red star", "blue circle"])
+    with serve(settings, FakeEngine()) as client:
+        assert post_image(client, IMAGE).json()["registry_version"] == 1
+        assert client.post("/classes", json={"names": ["green square"]}).status_code == 200
+        with sqlite3.connect(shared) as db:  # the backup: before green square, and red star gone too
+            db.execute("DELETE FROM classes WHERE name IN ('green square', 'red star')")
+            db.execute("UPDATE registry_version SET version = 0")
+        assert eventually(lambda: client.get("/classes").json()["classes"] == ["blue circle"])
+        assert post_image(client, IMAGE).json()["registry_version"] == 0
 
 
 def test_every_answer_names_the_registry_version_of_its_classes(make_client):
