@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -246,7 +247,8 @@ def main() -> int:
     five_xx = down.get("classify", {}).get("during", {}).get("5xx", "n/a")
     figures = {
         "command": "python bench/replicas.py" + (f" --writes {args.writes}" if args.writes != 80 else ""),
-        "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}, CPU only",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}, "
+        f"Python {platform.python_version()}, CPU only",
         "replicas": 3,
         "registry_poll_s": args.poll_s,
         "convergence": {
