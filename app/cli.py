@@ -133,6 +133,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def check_registry(settings: Settings, legacy_model: str) -> None:
+    """An unwritable SQLite file or a malformed database URL stops the start (RegistryError: exit 2); a
+    database that is not reachable yet does not: the replica starts, /readyz answers 503 with the reason
+    and the service keeps trying, so it comes up by itself with the database (compose, Kubernetes)."""
+    from app.registry import RegistryUnavailableError, open_registry
+
+    registry = open_registry(settings.registry_path, legacy_model=legacy_model)
+    try:
+        registry.version()
+    except RegistryUnavailableError as exc:
+        log.warning("%s; starting anyway: /readyz answers 503 until the class registry is reachable", exc)
+    finally:
+        registry.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     try:
@@ -147,11 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = _apply_demo(settings)
         if settings.posterior is not None and not Path(settings.posterior).is_file():
             raise FileNotFoundError(f"posterior artifact not found: {settings.posterior}")
-        from app.registry import open_registry
-
         repository = load_repository(settings)
-        # an unwritable registry (or an unreachable database): fail now, not at start-up
-        open_registry(settings.registry_path, legacy_model=repository.default).close()
+        check_registry(settings, repository.default)
         repository.load_all()  # a bad default model fails here, with its cause
     except errors as exc:
         listener.stop()  # what was logged before the failure is written before the error line

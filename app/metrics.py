@@ -49,6 +49,12 @@ class Metrics:
             ["model", "outcome"], registry=r,
         )  # fmt: skip
         self.ready = Gauge("vpt_ready", "1 once the weights are loaded and warmed up", registry=r)
+        self.registry_version = Gauge(
+            "vpt_registry_version", "the class registry version this replica's classes equal", registry=r
+        )  # replicas that differ are converging, or cut off from the database
+        self.registry_up = Gauge(
+            "vpt_registry_up", "1 while this replica follows the class registry, 0 when cut off (degraded)", registry=r
+        )
         self.entropy = Histogram(
             "vpt_prediction_entropy_nats",
             "predictive entropy of served predictions",

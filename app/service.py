@@ -2,9 +2,12 @@
 
 Pre (decode + preprocess, thread pool) -> core (one batched backbone pass for every request of
 the batch, whatever model it asked for, then each model's head on its rows; the one model thread)
--> post (top-k, prediction set, metrics). Class changes run on the model thread too, between
-batches, and are written to the registry in the same step, so the registry and the engine never
-disagree about a request that was answered. A model reload is loaded and warmed on a thread of its
+-> post (top-k, prediction set, metrics). The class registry is the source of truth, shared by every
+replica: a class change is written to it first (beside the model thread, so a stalled database never
+holds up classify), then `sync` brings every model's classes to the registry's snapshot on the model
+thread, between batches, and records the snapshot's version there too, so each answer names the
+registry version of exactly the classes it was scored against (app/sync.py follows other replicas'
+writes the same way). A model reload is loaded and warmed on a thread of its
 own, then swapped in with one assignment: a request keeps the model version it picked up.
 """
 
@@ -14,11 +17,11 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -37,18 +40,27 @@ from app.models import (
     release_freed_memory,
 )
 from app.names import find, name_key, normalize_name, show, unique
-from app.registry import ClassRegistry, RegistryError
+from app.registry import ClassRegistry, RegistryError, RegistryUnavailableError
+from app.sync import RegistryFollower, plan
 
 if TYPE_CHECKING:
     from app.engine.results import EngineProtocol, Prediction
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+START_RETRY_MAX_S = 5.0  # at start-up, an unreachable registry is retried at least this often
+
 LOADING, READY, FAILED = "loading", "ready", "failed"
 
 
 class NotReadyError(Exception):
     """The model is loading (or failed to load); requests that need it wait for /readyz."""
+
+
+class RegistryWaitError(NotReadyError):
+    """Start-up waits for the class registry (the database is not reachable yet); the message says why."""
 
 
 class PrepareFailedError(NotReadyError):
@@ -94,7 +106,8 @@ class _Job:
     models: tuple[ServedModel, ...]  # picked up at submit time: a reload never changes a request's version
 
 
-_Answer = tuple["Prediction | Exception", ...]  # per model of the job, or why that model failed on it
+# The registry version the batch's classes came from, and per model of the job its prediction or why it failed.
+_Answer = tuple["int | None", tuple["Prediction | Exception", ...]]
 
 
 class Service:
@@ -108,6 +121,14 @@ class Service:
         self.refused: list[str] = []  # artifacts of the repository that are not served, and why
         self.state = LOADING
         self.failure: str | None = None  # why preparing failed, as /readyz tells it
+        self.waiting: str | None = None  # why start-up is waiting for the registry (it retries by itself)
+        # The registry version every served model's classes equal. Written only on the model thread, in the
+        # same exclusive step that changes the engines (_converge), and read there by each batch: an answer's
+        # registry_version is that of exactly the classes it was scored against, whatever sync runs meanwhile.
+        # (Reading it on the event loop before submitting could pair old classes with a newer version or the
+        # reverse, since a sync can run between the read and the batch.)
+        self.registry_version: int | None = None
+        self._follower: RegistryFollower | None = None
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vpt-decode")
         self._load_pool = ThreadPoolExecutor(1, thread_name_prefix="vpt-load")  # reloads, beside the model thread
         self._decode_count_lock = threading.Lock()
@@ -142,6 +163,8 @@ class Service:
         for task in (self._prepare_task, self._watch_task):
             if task is not None and not task.done():
                 task.cancel()
+        if self._follower is not None:
+            await self._follower.close()
         await self.batcher.stop()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
         self._load_pool.shutdown(wait=True, cancel_futures=True)
@@ -151,15 +174,16 @@ class Service:
         try:
             models, self.refused = await self.batcher.run_exclusive(self.repository.load_all)
             for model in models:
-                await self.batcher.run_exclusive(self._restore_classes, model)
+                await self._until_registry(lambda m=model: self.batcher.run_exclusive(self._restore_classes, m))
                 await self.batcher.run_exclusive(model.engine.warmup)
             await self.batcher.run_exclusive(release_freed_memory)
+            self._models = {m.name: m for m in sorted(models, key=lambda m: m.name)}
+            await self._until_registry(self.sync)  # the version the restored classes belong to
         except Exception as exc:
             log.exception("the model could not be prepared; /readyz stays 503")
             self.failure = _failure_cause(exc)
             self.state = FAILED
             return
-        self._models = {m.name: m for m in sorted(models, key=lambda m: m.name)}
         for model in models:
             self._model_metrics(model)
         self.metrics.models.set(len(self._models))
@@ -167,7 +191,32 @@ class Service:
         self.metrics.ready.set(1)
         if self.settings.models_poll_s > 0 and self.repository.files():
             self._watch_task = asyncio.create_task(self._watch(), name="vpt-models-watch")
+        self._follower = RegistryFollower(
+            self.registry, self.sync, asyncio.get_running_loop(), self.settings.registry_poll_s
+        )
+        self._follower.start()
+        self.metrics.registry_up.set_function(lambda: float(self.registry_reason() is None))
         log.info("ready: %d models (default %s)", len(self._models), self.default)
+
+    async def _until_registry(self, step: Callable[[], Awaitable[T]]) -> T:
+        """At start-up, wait for a registry that is not reachable yet (a database starting beside us): /readyz
+        answers 503 with the reason meanwhile, and the replica comes up by itself once it answers. Other
+        failures end the start as before."""
+        delay = 0.25
+        while True:
+            try:
+                result = await step()
+            except RegistryUnavailableError as exc:
+                if self.waiting is None:
+                    log.warning("%s; start-up retries until it answers", exc)
+                self.waiting = str(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, START_RETRY_MAX_S)
+                continue
+            if self.waiting is not None:
+                log.info("class registry %s reachable: start-up goes on", self.registry.location)
+            self.waiting = None
+            return result
 
     def _restore_classes(self, model: ServedModel) -> None:
         """Seed a model's namespace of the registry on first start, then load its classes into the engine
@@ -206,7 +255,7 @@ class Service:
         if self.state == FAILED:
             raise PrepareFailedError(self.failure)
         if self.state != READY:
-            raise NotReadyError()
+            raise RegistryWaitError(self.waiting) if self.waiting else NotReadyError()
 
     def model(self, name: str | None = None) -> ServedModel:
         """The served model called `name` (None: the default one); ModelNotFoundError names the served ones."""
@@ -306,14 +355,19 @@ class Service:
         except asyncio.TimeoutError:
             raise RequestTimeoutError() from None
         try:
-            answers = await self.batcher.submit(_Job(image, samples, chosen), max(deadline - time.monotonic(), 0.001))
+            version, answers = await self.batcher.submit(
+                _Job(image, samples, chosen), max(deadline - time.monotonic(), 0.001)
+            )
         except QueueFullError:
             self.metrics.queue_rejected.inc()
             raise
         failed = next((a for a in answers if isinstance(a, Exception)), None)
         if failed is not None:
             raise failed
-        return [self._answer(m, p, top_k, alpha) for m, p in zip(chosen, answers)]  # type: ignore[arg-type]
+        return [
+            {**self._answer(m, p, top_k, alpha), "registry_version": version}  # type: ignore[arg-type]
+            for m, p in zip(chosen, answers)
+        ]
 
     def _answer(self, model: ServedModel, prediction: Prediction, top_k: int | None, alpha: float) -> dict[str, Any]:
         decision = decide(prediction, model.engine.calibration, alpha, self._fallback)
@@ -364,6 +418,7 @@ class Service:
     def _predict_batch(self, jobs: list[_Job]) -> list[_Answer]:
         """One backbone pass for the whole batch (every model shares the backbone), then each model's head
         on the rows that asked for it. A model that fails fails only its own answers."""
+        version = self.registry_version  # on the model thread: the version of the classes this batch scores
         feats = jobs[0].models[0].engine.encode(torch.stack([job.image for job in jobs]))
         answers: list[list[Prediction | Exception | None]] = [[None] * len(job.models) for job in jobs]
         heads: dict[int, tuple[EngineProtocol, list[tuple[int, int]]]] = {}
@@ -380,7 +435,7 @@ class Service:
                 predictions = [exc] * len(rows)
             for (i, k), prediction in zip(members, predictions):
                 answers[i][k] = prediction
-        return [tuple(a) for a in answers]  # type: ignore[misc]
+        return [(version, tuple(a)) for a in answers]  # type: ignore[misc]
 
     def _observe_batch(self, stats: BatchStats) -> None:
         m = self.metrics
@@ -437,7 +492,9 @@ class Service:
         new = self.repository.load(name, path)
         if new.sha256 is not None and new.sha256 == current.sha256:
             return current if current.error is None else replace(current, error=None)
-        new.engine.set_classes(_valid_names(new.engine, self.registry.names(name), "registered class"))
+        # the classes the serving version has: they belong to registry_version (the mutation lock keeps sync
+        # out meanwhile), and a reload works while the database is down; sync brings both to newer ones
+        new.engine.set_classes(_valid_names(new.engine, current.engine.classnames, "registered class"))
         new.engine.warmup()
         return new
 
@@ -461,6 +518,10 @@ class Service:
             self._model_metrics(model)
             self.metrics.models.set(len(self._models))
             log.info("model %s (version %s) added from %s", name, model.version, path)
+        try:
+            await self.sync()  # its classes were read apart from the others': bring all to one version
+        except RegistryError as exc:
+            log.warning("model %s: class registry sync failed (%s); the registry watcher retries", name, exc)
 
     async def _watch(self) -> None:
         """Poll the repository's files: a changed file is reloaded, a new one added. Replace files
@@ -513,52 +574,86 @@ class Service:
                 raise InvalidRequestError(f"names[{i}]: {exc}") from None
         return unique(normalized)
 
-    async def add_classes(self, names: Sequence[str], model: str | None = None) -> dict[str, list[str]]:
+    async def add_classes(self, names: Sequence[str], model: str | None = None) -> dict[str, Any]:
         """Register names zero-shot for a model; names already registered are left alone (idempotent)."""
-        wanted = self._normalize_request(self.model(model).engine, names)
-        async with self._mutation_lock:
-            served = self.model(model)  # after a reload that held the lock: the version serving now
-            engine = served.engine
-            current = {name_key(n) for n in engine.classnames}
-            new = [n for n in wanted if name_key(n) not in current]
-            if len(current) + len(new) > self.settings.max_classes:
-                raise ClassLimitError(
-                    f"registering {len(new)} more classes would exceed the limit of {self.settings.max_classes}; "
-                    "delete some first"
-                )
-            if new:
-                await self.batcher.run_exclusive(self._add_now, served, new)
-            return {"added": new, "classes": list(engine.classnames)}
-
-    def _add_now(self, model: ServedModel, names: list[str]) -> None:
-        added = model.engine.add_classes(names)
-        try:
-            self.registry.add(model.name, names, limit=self.settings.max_classes)
-        except Exception:
-            for name in added:  # keep the engine as the registry says
-                model.engine.remove_class(name)
-            raise
-        self._model_metrics(model)
+        served = self.model(model)
+        wanted = self._normalize_request(served.engine, names)
+        current = {name_key(n) for n in served.engine.classnames}
+        new = [n for n in wanted if name_key(n) not in current]
+        if len(current) + len(new) > self.settings.max_classes:
+            raise ClassLimitError(
+                f"registering {len(new)} more classes would exceed the limit of {self.settings.max_classes}; "
+                "delete some first"
+            )
+        # Every wanted name goes to the registry, even those this replica has: it decides (another replica may
+        # have deleted one). Off the model thread and outside the mutation lock: the registry orders writers and
+        # checks the limit in the transaction; a dead database costs this request its retry budget, nobody else.
+        added = await asyncio.to_thread(self.registry.add, served.name, wanted, self.settings.max_classes)
+        await self._follow_write()
+        return {"added": added, "classes": self.list_classes(model)}
 
     async def remove_class(self, name: str, model: str | None = None) -> dict[str, Any]:
         """Remove the class `name` names (any case or Unicode form of it); answers the name as registered."""
-        self.model(model)
+        served = self.model(model)
         try:
             normalized = normalize_name(name)
         except InvalidClassNameError as exc:
             raise InvalidRequestError(str(exc)) from None
-        async with self._mutation_lock:
-            served = self.model(model)
-            registered = find(normalized, served.engine.classnames)
-            if registered is None:
-                raise ClassNotFoundError(normalized)
-            await self.batcher.run_exclusive(self._remove_now, served, registered)
-            return {"removed": registered, "classes": list(served.engine.classnames)}
+        registered = find(normalized, served.engine.classnames)
+        removed = await asyncio.to_thread(self.registry.remove, served.name, registered or normalized)
+        if not removed and registered is None:
+            raise ClassNotFoundError(normalized)
+        await self._follow_write()  # not removed but known here: another replica removed it just now
+        return {"removed": registered or normalized, "classes": self.list_classes(model)}
 
-    def _remove_now(self, model: ServedModel, name: str) -> None:
-        self.registry.remove(model.name, name)
-        model.engine.remove_class(name)
-        self._model_metrics(model)
+    async def _follow_write(self) -> None:
+        """After a committed write: sync (its snapshot holds the write, and whatever other replicas wrote), so
+        this replica answers with the change at once. If the registry went away right after the write, the
+        write stands and the watcher catches up when it is back."""
+        try:
+            await self.sync()
+        except RegistryError as exc:
+            log.warning("class registry sync after a write failed (%s); the registry watcher retries", exc)
+
+    # following the registry -------------------------------------------------------------------
+
+    async def sync(self, version: int | None = None) -> int:
+        """Bring every served model's classes to the registry's snapshot (encoding only missing classes) and
+        return the version reached. `version`: one the watcher saw; a replica already there skips the read.
+        Any other version means a read, a lower one too: a database restored from a backup is followed."""
+        async with self._mutation_lock:
+            known = self.registry_version
+            if version is not None and version == known:
+                return known
+            reached, snapshot = await asyncio.to_thread(self.registry.snapshot)
+            models = list(self._models.values())
+            changed = await self.batcher.run_exclusive(self._converge, models, snapshot, reached)
+        for model in changed:
+            self._model_metrics(model)
+        self.metrics.registry_version.set(reached)
+        if known is not None and reached != known:
+            log.info("class registry version %d -> %d (%d models changed)", known, reached, len(changed))
+        return reached
+
+    def _converge(self, models: list[ServedModel], snapshot: dict[str, list[str]], version: int) -> list[ServedModel]:
+        """On the model thread, between batches: every model to its names in the snapshot, then the version."""
+        changed = []
+        for model in models:
+            engine = model.engine
+            target = _valid_names(engine, snapshot.get(model.name, []), "registered class")
+            missing, extra = plan(engine.classnames, target)
+            for name in extra:
+                engine.remove_class(name)
+            if missing:
+                engine.add_classes(missing)
+            if missing or extra:
+                changed.append(model)
+        self.registry_version = version
+        return changed
+
+    def registry_reason(self) -> str | None:
+        """Why this replica may be behind the registry now (database unreachable, ...); None when following."""
+        return self._follower.reason if self._follower is not None else None
 
 
 def engine_trained(engine: EngineProtocol) -> list[str]:

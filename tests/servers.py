@@ -81,16 +81,21 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(timeout=15)
 
 
-@contextmanager
-def run_server(
-    root: Path, *extra: str, token: str | None = None, classes: list[str] | None = CLASSES
-) -> Iterator[Server]:
-    """`vpt-serve --demo` with its own registry under root, seeded with `classes` (None: the demo's own
-    100, the class set its posterior is calibrated for); stopped on exit."""
+def start_server(
+    root: Path,
+    *extra: str,
+    token: str | None = None,
+    classes: list[str] | None = CLASSES,
+    registry: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Spawn `vpt-serve --demo` (not waited for: see wait_ready), logging to root/server.log. `registry`: a
+    PostgreSQL URL (default: a SQLite file under root); `env`: extra VPT_* variables; `extra`: more flags."""
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     flags = {
         "--data-dir": str(shared_data_dir()),
-        "--registry": str(root / "classes.sqlite"),
+        "--registry": registry or str(root / "classes.sqlite"),
         "--host": "127.0.0.1",
         "--port": str(port),
         "--device": "cpu",
@@ -100,16 +105,46 @@ def run_server(
     if classes is not None:
         flags["--classes"] = ",".join(classes)
     command = [*serve_command(), "--demo", *(part for pair in flags.items() for part in pair), *extra]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VPT_")}  # no stray VPT_TOKEN and the like
-    env["OMP_NUM_THREADS"] = "1"
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("VPT_")}  # no stray VPT_TOKEN and the like
+    child_env["OMP_NUM_THREADS"] = "1"
+    child_env.update(env or {})
     if token is not None:
-        env["VPT_TOKEN"] = token  # not a flag: it would show in the process list
+        child_env["VPT_TOKEN"] = token  # not a flag: it would show in the process list
     log = root / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    srv = Server(f"http://127.0.0.1:{port}", process, log)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=child_env, cwd=root)
+    return Server(f"http://127.0.0.1:{port}", process, log)
+
+
+@contextmanager
+def run_server(
+    root: Path,
+    *extra: str,
+    token: str | None = None,
+    classes: list[str] | None = CLASSES,
+    registry: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """`vpt-serve --demo` with its own registry under root (or `registry`), seeded with `classes` (None: the
+    demo's own 100, the class set its posterior is calibrated for); ready on entry, stopped on exit."""
+    srv = start_server(root, *extra, token=token, classes=classes, registry=registry, env=env)
     try:
         wait_ready(srv, START_TIMEOUT_S)
         yield srv
     finally:
-        stop_process(process)
+        stop_process(srv.process)
+
+
+@contextmanager
+def run_servers(roots: list[Path], *extra: str, **options) -> Iterator[list[Server]]:
+    """Several servers started at once (they load side by side), all ready on entry, all stopped on exit."""
+    servers: list[Server] = []
+    try:
+        for root in roots:
+            servers.append(start_server(root, *extra, **options))
+        for srv in servers:
+            wait_ready(srv, START_TIMEOUT_S)
+        yield servers
+    finally:
+        for srv in servers:
+            stop_process(srv.process)

@@ -18,7 +18,7 @@ from app.batcher import BatcherClosedError, QueueFullError, RequestTimeoutError
 from app.config import Settings
 from app.engine.errors import EngineError, InvalidClassNameError, InvalidSamplesError, NoClassesError
 from app.images import CorruptImageError, EmptyImageError, ImageShapeError, ImageTooLargeError, NotAnImageError
-from app.registry import RegistryError
+from app.registry import RegistryError, RegistryLimitError, RegistryUnavailableError
 from app.service import (
     ClassLimitError,
     ClassNotFoundError,
@@ -26,11 +26,13 @@ from app.service import (
     ModelNotFoundError,
     NotReadyError,
     PrepareFailedError,
+    RegistryWaitError,
 )
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = "1"
+REGISTRY_RETRY_AFTER_S = "5"  # a database that is down is rarely back within a second
 _READABLE = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 
 # type -> (status, message, retry); the first match along the exception's MRO wins.
@@ -60,6 +62,12 @@ ERRORS: dict[type[BaseException], tuple[int, str, bool]] = {
     BatcherClosedError: (503, "the server is starting or shutting down: retry shortly", True),
     QueueFullError: (503, "the server is busy (request queue full): retry shortly", True),
     RequestTimeoutError: (503, "the request waited too long for the model: retry shortly", True),
+    RegistryUnavailableError: (
+        503,
+        "the class registry (database) is unreachable, so classes cannot change now; classification goes on "
+        "with the classes known: retry the same call later (it is idempotent)",
+        True,
+    ),
     RegistryError: (500, "the class registry could not be read or written; the server log has details", False),
     EngineError: (500, "the model failed on this request; the server log has details", False),
 }
@@ -97,7 +105,15 @@ async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(REQUEST_ERRORS.get(type(exc), 422), str(exc))
     if isinstance(exc, PrepareFailedError):  # the cause is the service's own text (see service._failure_cause)
         return error_response(503, f"the service failed to start and will not become ready: {exc}; fix it and restart")
+    if isinstance(exc, RegistryWaitError):  # the registry's own message
+        detail = f"waiting for the class registry at start-up ({exc}); the service retries by itself"
+        return error_response(503, detail, headers={"Retry-After": REGISTRY_RETRY_AFTER_S})
+    if isinstance(exc, RegistryLimitError):  # the registry's own message, checked inside its transaction
+        return error_response(409, str(exc))
     status, message, retry = _lookup(exc)
+    if isinstance(exc, RegistryUnavailableError):
+        log.info("%s %s -> 503 (%s)", request.method, request.url.path, exc)
+        return error_response(status, message, headers={"Retry-After": REGISTRY_RETRY_AFTER_S})
     settings: Settings = request.app.state.settings
     message = message.format(
         max_image_bytes=settings.max_image_bytes,

@@ -59,6 +59,10 @@ class ClassifyOut(BaseModel):
     unknown_measure: str = Field(description="which score: entropy, max_probability (1 - max p), energy, ...")
     samples: int = Field(description="Monte Carlo samples used")
     model: ModelOut
+    registry_version: int = Field(
+        description="the class registry version whose classes this answer was scored against (the same on every "
+        "replica for the same classes; it grows with every registered or removed class)"
+    )
 
 
 class ClassifyManyOut(BaseModel):
@@ -119,6 +123,10 @@ class ReadyOut(BaseModel):
     model: ModelOut = Field(description="the default model")
     classes: int = Field(description="classes of the default model")
     models: int = Field(description="models served")
+    registry_version: int | None = Field(None, description="the class registry version this replica serves")
+    reason: str | None = Field(
+        None, description='why the status is "degraded": the replica answers, but classes cannot change now'
+    )
 
 
 class ErrorOut(BaseModel):

@@ -4,7 +4,9 @@ Driver: psycopg 3 (maintained; its synchronous API fits the model thread the ser
 writes from; `Connection.notifies()` reads LISTEN/NOTIFY), with psycopg-pool's connection pool.
 
 - Tables live in their own schema (`vpt`), created if missing under an advisory lock, so replicas
-  starting at once do not race on CREATE.
+  starting at once do not race on CREATE. Opening only checks the URL: the schema is made by the
+  first call that reaches the server, so a replica can start while the database is still down (its
+  calls raise RegistryUnavailableError until it is up) and needs no restart when it comes.
 - Every write transaction first locks the single `registry_version` row: writers of all replicas
   take turns, and each one (READ COMMITTED: every statement sees what was committed before it)
   decides "same class" (app.names.name_key) on the rows its predecessor committed, so concurrent
@@ -23,6 +25,7 @@ writes from; `Connection.notifies()` reads LISTEN/NOTIFY), with psycopg-pool's c
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -35,6 +38,9 @@ from psycopg_pool import ConnectionPool
 from app.registry import RegistryError, RegistryUnavailableError, core
 
 log = logging.getLogger(__name__)
+# The pool retries connecting in the background and warns at every attempt while the database is down;
+# RegistryWatcher reports the outage once (and its end), so only the pool's errors are worth a line.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 T = TypeVar("T")
 
@@ -74,6 +80,18 @@ def redact(url: str) -> str:
     return f"postgresql://{user}{host}{port}/{parts.get('dbname', '')}"
 
 
+def check_url(url: str) -> None:
+    """RegistryError for a URL no retry can fix (unparsable, a port that is not a number): the operator's
+    mistake, reported at start-up, unlike a server that is not reachable yet."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise RegistryError(f"the class registry URL {redact(url)} is malformed: {_first_line(exc)}") from None
+    for port in str(parts.get("port") or "5432").split(","):
+        if not port.strip().isdigit() or not 0 < int(port) < 65536:
+            raise RegistryError(f"the class registry URL {redact(url)} is malformed: port {port!r} is not a number")
+
+
 def connection_kwargs(timeout_s: float) -> dict[str, Any]:
     """Settings of every connection: our schema first, bounded connects, statements and lock waits (within
     the retry budget, so a writer queued behind a stuck one gives up in time), dead peers noticed."""
@@ -105,6 +123,9 @@ class PostgresRegistry:
         self.url = url
         self.location = redact(url)
         self.timeout_s = timeout_s
+        check_url(url)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
         try:
             self._pool = ConnectionPool(
                 url,
@@ -119,11 +140,6 @@ class PostgresRegistry:
             self._pool.open(wait=False)
         except psycopg.Error as exc:
             raise RegistryError(f"cannot open the class registry {self.location}: {exc}") from exc
-        try:
-            self._retry(self._create_schema)
-        except RegistryError:
-            self._pool.close()
-            raise
 
     def close(self) -> None:
         self._pool.close(timeout=1.0)
@@ -150,15 +166,23 @@ class PostgresRegistry:
             except psycopg.Error as exc:
                 raise RegistryError(f"class registry {self.location}: {_first_line(exc)}") from exc
 
-    def _create_schema(self, wait_s: float) -> None:
-        with self._pool.connection(timeout=wait_s) as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in _TABLES:
-                conn.execute(statement)
+    def _ensure_schema(self, conn: psycopg.Connection) -> None:
+        """Create the tables on the first connection that reaches the server (once per registry object)."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                for statement in _TABLES:
+                    conn.execute(statement)
+            self._schema_ready = True
 
     def _read(self, body: Callable[[_Tx], T]) -> T:
         def attempt(wait_s: float) -> T:
             with self._pool.connection(timeout=wait_s) as conn:
+                self._ensure_schema(conn)
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot for every statement
                 with conn.transaction():
                     return body(_Tx(conn))
@@ -168,6 +192,7 @@ class PostgresRegistry:
     def _write(self, body: Callable[[_Tx], tuple[T, bool]]) -> T:
         def attempt(wait_s: float) -> T:
             with self._pool.connection(timeout=wait_s) as conn:
+                self._ensure_schema(conn)
                 conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
                 with conn.transaction():
                     conn.execute("SELECT version FROM registry_version WHERE id = 1 FOR UPDATE")  # writers take turns

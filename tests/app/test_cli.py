@@ -73,6 +73,10 @@ def test_every_setting_has_a_flag():
         (["--samples", "30"], ["samples (30) must not exceed max_samples (20)"]),
         (["--max-batch-size", "0"], ["--max-batch-size / VPT_MAX_BATCH_SIZE"]),
         (["--backbone", "{tiny}", "--weights", "none", "--registry", "{tmp}/file/r.sqlite"], ["class registry"]),
+        (
+            ["--backbone", "{tiny}", "--weights", "none", "--registry", "postgresql://vpt@127.0.0.1:nope/vpt"],
+            ["class registry URL", "malformed"],
+        ),
     ],
 )
 def test_start_up_mistakes_fail_with_one_line(argv, words, tmp_path, capsys):

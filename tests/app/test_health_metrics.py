@@ -36,6 +36,8 @@ def test_livez_and_readyz(client):
         },
         "classes": 3,
         "models": 1,
+        "registry_version": 2,  # a new SQLite registry: seeded (1), then the 3 classes of the test (2)
+        "reason": None,
     }
 
 
@@ -106,6 +108,8 @@ def test_metrics_is_a_plain_route_with_everything(make_client):
     info = f'device="cpu",max_samples="20",model="zeroshot",model_id="fake-vpt",variant="vpt",version="{version}"'
     assert f"vpt_model_info{{{info}}} 1.0" in text
     assert _samples(text, "vpt_models")["vpt_models"] == 1
+    assert _samples(text, "vpt_registry_version")["vpt_registry_version"] == 2  # seeded, then the test's 3 classes
+    assert _samples(text, "vpt_registry_up")["vpt_registry_up"] == 1
     assert _samples(text, "vpt_prediction_entropy_nats_count")["vpt_prediction_entropy_nats_count" + m] == 3
     assert "vpt_prediction_mutual_information_nats_bucket" in text
     unknown = _samples(text, "vpt_unknown_predictions_total")
