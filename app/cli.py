@@ -164,17 +164,17 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"posterior artifact not found: {settings.posterior}")
         repository = load_repository(settings)
         check_registry(settings, repository.default)
-        repository.load_all()  # a bad default model fails here, with its cause
+        models, refused = repository.preload()  # a bad default model fails here, with its cause
     except errors as exc:
         listener.stop()  # what was logged before the failure is written before the error line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return serve(settings, repository)
+    return serve(settings, repository, len(models), len(refused))
 
 
-def serve(settings: Settings, repository) -> int:
+def serve(settings: Settings, repository, served: int, refused: int) -> int:
     import uvicorn
 
     from app.api import create_app
@@ -185,12 +185,11 @@ def serve(settings: Settings, repository) -> int:
     sock, port = bind(config)
     token = "required" if isinstance(settings.token, SecretStr) else "not required"
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    models, refused = repository.load_all()
     log.info(
         "serving %d models (default %s%s) on http://%s:%d (registry %s; token %s)",
-        len(models),
+        served,
         repository.default,
-        f"; {len(refused)} refused" if refused else "",
+        f"; {refused} refused" if refused else "",
         host,
         port,
         location_of(settings.registry_path),

@@ -118,6 +118,8 @@ def artifact_files(models_dir: Path | None, posterior: Path | None) -> tuple[dic
     problems: list[str] = []
 
     def put(name: str, path: Path) -> None:
+        if name in files and files[name].resolve() == path.resolve():
+            return  # --posterior names a file of the models folder: one model
         if not valid_name(name):
             problems.append(f"{path}: '{name}' is not a model name (letters, digits, '.', '_', '-'; at most 64)")
         elif name in files:
@@ -239,12 +241,17 @@ class ArtifactRepository:
         version = digest[:VERSION_DIGITS] if digest else identity_version(engine.model_id)
         return ServedModel(name, engine, version, digest, path, created, now_iso(), signature=signature)
 
-    def load_all(self) -> tuple[list[ServedModel], list[str]]:
-        """Every model of the repository and the refusals; loaded once (vpt-serve calls it before serving,
-        to fail fast with the cause, and the service's start-up then takes the same models)."""
-        if self._initial is None:
-            self._initial = self._load_all()
+    def preload(self) -> tuple[list[ServedModel], list[str]]:
+        """Load every model now (vpt-serve does, before serving, to fail fast with the cause); the service's
+        start-up then takes these from load_all()."""
+        self._initial = self._load_all()
         return self._initial
+
+    def load_all(self) -> tuple[list[ServedModel], list[str]]:
+        """Every model of the repository and the refusals: the preloaded ones, handed out once (kept here,
+        a version that a reload replaced would never be freed), else loaded now."""
+        loaded, self._initial = self._initial, None
+        return loaded if loaded is not None else self._load_all()
 
     def _load_all(self) -> tuple[list[ServedModel], list[str]]:
         models_dir = self.settings.models_dir

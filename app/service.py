@@ -14,9 +14,11 @@ own, then swapped in with one assignment: a request keeps the model version it p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -91,12 +93,12 @@ class ReloadFailedError(InvalidRequestError):
     """A reload could not load the new artifact; the old version keeps serving."""
 
 
-def _failure_cause(exc: Exception) -> str:
-    """What /readyz says about a failed start: our own registry, model and engine messages in full; for
-    anything else only its type (library exception text stays in the log)."""
+def _cause(exc: Exception) -> str:
+    """What a client or /readyz is told about a failure: our own registry, model and engine messages in
+    full; for anything else only its type (library exception text stays in the log)."""
     if isinstance(exc, RegistryError | EngineError | ModelLoadError):
         return str(exc)
-    return f"{type(exc).__name__} while loading the model"
+    return type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,8 @@ class _Job:
     models: tuple[ServedModel, ...]  # picked up at submit time: a reload never changes a request's version
 
 
-# The registry version the batch's classes came from, and per model of the job its prediction or why it failed.
-_Answer = tuple["int | None", tuple["Prediction | Exception", ...]]
+# Per model of the job: its prediction (or why it failed on it) and the registry version of the classes it scored.
+_Answer = tuple[tuple["Prediction | Exception", "int | None"], ...]
 
 
 class Service:
@@ -122,12 +124,14 @@ class Service:
         self.state = LOADING
         self.failure: str | None = None  # why preparing failed, as /readyz tells it
         self.waiting: str | None = None  # why start-up is waiting for the registry (it retries by itself)
-        # The registry version every served model's classes equal. Written only on the model thread, in the
-        # same exclusive step that changes the engines (_converge), and read there by each batch: an answer's
-        # registry_version is that of exactly the classes it was scored against, whatever sync runs meanwhile.
-        # (Reading it on the event loop before submitting could pair old classes with a newer version or the
-        # reverse, since a sync can run between the read and the batch.)
+        # The registry version every served model's classes equal (what sync reached).
         self.registry_version: int | None = None
+        # Per engine, the registry version its classes equal. Written on the model thread in the same exclusive
+        # step that changes the engine's classes (_converge), or before a new version serves (a reload), and
+        # read by each batch per head: an answer's registry_version is that of exactly the classes it was
+        # scored against, also for a request still finishing on a version a reload replaced (which sync no
+        # longer updates). Reading one service-wide value instead paired old classes with newer versions.
+        self._engine_versions: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._follower: RegistryFollower | None = None
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vpt-decode")
         self._load_pool = ThreadPoolExecutor(1, thread_name_prefix="vpt-load")  # reloads, beside the model thread
@@ -163,11 +167,16 @@ class Service:
         for task in (self._prepare_task, self._watch_task):
             if task is not None and not task.done():
                 task.cancel()
+        for task in (self._prepare_task, self._watch_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._follower is not None:
             await self._follower.close()
         await self.batcher.stop()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
-        self._load_pool.shutdown(wait=True, cancel_futures=True)
+        # a load or warm-up in progress: waited for off the loop (the batcher stops the same way)
+        await asyncio.to_thread(self._load_pool.shutdown, True, cancel_futures=True)
         self.registry.close()
 
     async def _prepare(self) -> None:
@@ -181,7 +190,7 @@ class Service:
             await self._until_registry(self.sync)  # the version the restored classes belong to
         except Exception as exc:
             log.exception("the model could not be prepared; /readyz stays 503")
-            self.failure = _failure_cause(exc)
+            self.failure = _cause(exc)
             self.state = FAILED
             return
         for model in models:
@@ -355,18 +364,16 @@ class Service:
         except asyncio.TimeoutError:
             raise RequestTimeoutError() from None
         try:
-            version, answers = await self.batcher.submit(
-                _Job(image, samples, chosen), max(deadline - time.monotonic(), 0.001)
-            )
+            answers = await self.batcher.submit(_Job(image, samples, chosen), max(deadline - time.monotonic(), 0.001))
         except QueueFullError:
             self.metrics.queue_rejected.inc()
             raise
-        failed = next((a for a in answers if isinstance(a, Exception)), None)
+        failed = next((p for p, _ in answers if isinstance(p, Exception)), None)
         if failed is not None:
             raise failed
         return [
             {**self._answer(m, p, top_k, alpha), "registry_version": version}  # type: ignore[arg-type]
-            for m, p in zip(chosen, answers)
+            for m, (p, version) in zip(chosen, answers)
         ]
 
     def _answer(self, model: ServedModel, prediction: Prediction, top_k: int | None, alpha: float) -> dict[str, Any]:
@@ -418,15 +425,15 @@ class Service:
     def _predict_batch(self, jobs: list[_Job]) -> list[_Answer]:
         """One backbone pass for the whole batch (every model shares the backbone), then each model's head
         on the rows that asked for it. A model that fails fails only its own answers."""
-        version = self.registry_version  # on the model thread: the version of the classes this batch scores
         feats = jobs[0].models[0].engine.encode(torch.stack([job.image for job in jobs]))
-        answers: list[list[Prediction | Exception | None]] = [[None] * len(job.models) for job in jobs]
+        answers: list[list[tuple[Prediction | Exception, int | None] | None]] = [[None] * len(j.models) for j in jobs]
         heads: dict[int, tuple[EngineProtocol, list[tuple[int, int]]]] = {}
         for i, job in enumerate(jobs):
             for k, model in enumerate(job.models):
                 heads.setdefault(id(model.engine), (model.engine, []))[1].append((i, k))
         for engine, members in heads.values():
             rows = [i for i, _ in members]
+            version = self._engine_versions.get(engine)  # on the model thread: the version of its classes
             try:
                 predictions: Sequence[Prediction | Exception] = engine.predict_features(
                     feats[torch.tensor(rows, device=feats.device)], [jobs[i].samples for i in rows]
@@ -434,8 +441,8 @@ class Service:
             except Exception as exc:  # e.g. the model's last class was removed after the request was checked
                 predictions = [exc] * len(rows)
             for (i, k), prediction in zip(members, predictions):
-                answers[i][k] = prediction
-        return [(version, tuple(a)) for a in answers]  # type: ignore[misc]
+                answers[i][k] = (prediction, version)
+        return [tuple(a) for a in answers]  # type: ignore[misc]
 
     def _observe_batch(self, stats: BatchStats) -> None:
         m = self.metrics
@@ -471,8 +478,9 @@ class Service:
             try:
                 new = await loop.run_in_executor(self._load_pool, self._load_warm, name, path, current)
             except Exception as exc:
-                cause = str(exc) if isinstance(exc, ModelLoadError | RegistryError) else type(exc).__name__
-                message = f"reload of model {name} from {path} failed, version {current.version} keeps serving: {cause}"
+                message = (
+                    f"reload of model {name} from {path} failed, version {current.version} keeps serving: {_cause(exc)}"
+                )
                 log.error("%s", message, exc_info=not isinstance(exc, ModelLoadError))
                 self._models = {**self._models, name: replace(current, error=message)}
                 self.metrics.reloads.labels(name, "failed").inc()
@@ -495,11 +503,15 @@ class Service:
         # the classes the serving version has: they belong to registry_version (the mutation lock keeps sync
         # out meanwhile), and a reload works while the database is down; sync brings both to newer ones
         new.engine.set_classes(_valid_names(new.engine, current.engine.classnames, "registered class"))
+        version = self._engine_versions.get(current.engine)
+        if version is not None:
+            self._engine_versions[new.engine] = version
         new.engine.warmup()
         return new
 
-    async def _add_model(self, name: str, path: Path) -> None:
-        """A model whose artifact appeared in the repository after start: loaded, seeded, warmed, served."""
+    async def _add_model(self, name: str, path: Path) -> bool:
+        """A model whose artifact appeared in the repository after start: loaded, seeded, warmed, served.
+        False when the class registry was unreachable: the watcher tries this file again at its next look."""
         async with self._mutation_lock:
             loop = asyncio.get_running_loop()
             try:
@@ -508,11 +520,11 @@ class Service:
                 await loop.run_in_executor(self._load_pool, model.engine.warmup)
                 await loop.run_in_executor(self._load_pool, release_freed_memory)
             except Exception as exc:
-                message = str(exc) if isinstance(exc, ModelLoadError | RegistryError) else type(exc).__name__
+                message = f"model '{name}' not served: {_cause(exc)}"
                 if message not in self.refused:
-                    log.error("new model %s not served: %s", name, message)
-                    self.refused = [*self.refused, message]
-                return
+                    log.error("%s", message)
+                    self.refused = [*[r for r in self.refused if f"'{name}'" not in r], message]
+                return not isinstance(exc, RegistryUnavailableError)
             self._models = dict(sorted({**self._models, name: model}.items()))
             self.refused = [r for r in self.refused if f"'{name}'" not in r]
             self._model_metrics(model)
@@ -522,6 +534,7 @@ class Service:
             await self.sync()  # its classes were read apart from the others': bring all to one version
         except RegistryError as exc:
             log.warning("model %s: class registry sync failed (%s); the registry watcher retries", name, exc)
+        return True
 
     async def _watch(self) -> None:
         """Poll the repository's files: a changed file is reloaded, a new one added. Replace files
@@ -544,8 +557,8 @@ class Service:
                             await self.reload(name)
                         except ReloadFailedError:
                             pass  # reported by reload; retried when the file changes again
-                    else:
-                        await self._add_model(name, files[name])
+                    elif not await self._add_model(name, files[name]):
+                        now[name] = seen.get(name)  # not looked at yet: again at the next look
                 seen = now
             except asyncio.CancelledError:
                 raise
@@ -640,14 +653,17 @@ class Service:
         changed = []
         for model in models:
             engine = model.engine
-            target = _valid_names(engine, snapshot.get(model.name, []), "registered class")
-            missing, extra = plan(engine.classnames, target)
+            # the registry holds normalised names: only the missing ones are checked against the text context
+            # (tokenising every name of every model at each sync stalled answers ~54 us per name)
+            missing, extra = plan(engine.classnames, snapshot.get(model.name, []))
+            missing = _valid_names(engine, missing, "registered class")
             for name in extra:
                 engine.remove_class(name)
             if missing:
                 engine.add_classes(missing)
             if missing or extra:
                 changed.append(model)
+            self._engine_versions[engine] = version
         self.registry_version = version
         return changed
 

@@ -10,12 +10,13 @@ reads one snapshot and applies `plan()` to every served model: only missing clas
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from app.names import name_key
-from app.registry import ClassRegistry
-from app.registry.watch import RegistryWatcher
+from app.registry import ClassRegistry, RegistryError
+from app.registry.watch import Deferred, RegistryWatcher
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,10 @@ class RegistryFollower:
         future = asyncio.run_coroutine_threadsafe(self._sync(version), self._loop)
         try:
             future.result(SYNC_WAIT_S)
-        except TimeoutError:  # still queued (e.g. behind a reload): it reaches this version or a newer one
-            log.info("class registry sync to version %d is taking long; it goes on in the background", version)
-            return
+        except concurrent.futures.TimeoutError:  # queued (behind a reload?): handed over until a sync finishes
+            raise Deferred("is taking long to sync (queued behind a model reload?); looked at again") from None
         except Exception as exc:
-            self.sync_error = f"could not follow the class registry: {exc}"
+            cause = str(exc) if isinstance(exc, RegistryError) else type(exc).__name__  # library text: the log only
+            self.sync_error = f"could not follow the class registry: {cause}"
             raise
         self.sync_error = None

@@ -103,7 +103,7 @@ REQUEST_ERRORS: dict[type[InvalidRequestError], int] = {
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidRequestError):
         return error_response(REQUEST_ERRORS.get(type(exc), 422), str(exc))
-    if isinstance(exc, PrepareFailedError):  # the cause is the service's own text (see service._failure_cause)
+    if isinstance(exc, PrepareFailedError):  # the cause is the service's own text (see service._cause)
         return error_response(503, f"the service failed to start and will not become ready: {exc}; fix it and restart")
     if isinstance(exc, RegistryWaitError):  # the registry's own message
         detail = f"waiting for the class registry at start-up ({exc}); the service retries by itself"

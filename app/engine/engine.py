@@ -20,7 +20,7 @@ from app import names as class_names
 from app.engine.bank import ClassCache, ClassSet, draw_noise
 from app.engine.cond import per_image_logits
 from app.engine.errors import InvalidClassNameError, InvalidSamplesError, NoClassesError
-from app.engine.linear import Linearisation, expansion_point, guard_error, linear_logits, linearise, probe_features
+from app.engine.linear import Linearisation, expansion_points, guard_error, linear_logits, linearise, probe_features
 from app.engine.results import ClassScore, Prediction
 from training.artifact import load_posterior
 from training.backbone import Backbone, autocast, load_backbone
@@ -262,7 +262,7 @@ class Engine:
         """Logits [m_i, C] per image from bank rows offset .. offset + m_i - 1."""
         noise = None if self.noise is None else self.noise[offset:]
         if classes.linear_active:  # no text pass: the linearised features, one matmul per chunk
-            return linear_logits(classes.linear, self.learner, feats, used, noise, self.scorer)
+            return linear_logits(classes.linear.from_sample(offset), self.learner, feats, used, noise, self.scorer)
         if self.cfg.per_image:
             with autocast(self.device):  # text passes in bf16 on CUDA; similarities are reduced in fp32
                 return per_image_logits(self.passes, self.learner, classes, feats, used, noise, self.scorer)
@@ -335,7 +335,7 @@ class Engine:
         if self.cond_mode != "linear" or not len(new):
             return new
         ctx = self.learner.ctx.float()
-        r0 = old.linear.r0 if old.linear is not None else expansion_point(self.learner, self._probes)
+        r0 = old.linear.r0 if old.linear is not None else expansion_points(self.learner, self._probes, self.noise)
         have = {name: i for i, name in enumerate(old.names)} if old.linear is not None else {}
         missing = [i for i, name in enumerate(new.names) if name not in have]
         parts, order = [], []

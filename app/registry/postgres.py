@@ -85,8 +85,11 @@ def check_url(url: str) -> None:
     mistake, reported at start-up, unlike a server that is not reachable yet."""
     try:
         parts = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise RegistryError(f"the class registry URL {redact(url)} is malformed: {_first_line(exc)}") from None
+    except psycopg.ProgrammingError:  # libpq's text quotes the token it failed on: the password, maybe
+        raise RegistryError(
+            f"the class registry URL {redact(url)} is malformed (check its form: postgresql://user:password@host:"
+            "port/database; a password with '%', '@', '/' or ':' must be percent-encoded)"
+        ) from None
     for port in str(parts.get("port") or "5432").split(","):
         if not port.strip().isdigit() or not 0 < int(port) < 65536:
             raise RegistryError(f"the class registry URL {redact(url)} is malformed: port {port!r} is not a number")

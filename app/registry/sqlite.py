@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.registry import RegistryError, core
+from app.registry import RegistryError, RegistryUnavailableError, core
 
 T = TypeVar("T")
 
@@ -92,6 +92,10 @@ class SqliteRegistry:
                     raise
                 self._conn.execute("COMMIT")
                 return result
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):  # another process held it past the busy timeout
+                    raise RegistryUnavailableError(f"class registry {self.path} is busy: {exc}; retry shortly") from exc
+                raise RegistryError(f"class registry {self.path}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise RegistryError(f"class registry {self.path}: {exc}") from exc
 

@@ -23,6 +23,11 @@ WAIT_SLICE_S = 0.25  # the longest a LISTEN wait lasts before the thread checks 
 MAX_BACKOFF_S = 2.0  # while the database is down, reconnect at least this often
 
 
+class Deferred(Exception):
+    """on_change could not finish yet (and did not fail): the watcher hands the version over again at its next
+    check instead of recording it as followed."""
+
+
 class RegistryWatcher:
     """healthy / reason say whether the database answered the last attempt (for /readyz: "degraded")."""
 
@@ -98,6 +103,9 @@ class RegistryWatcher:
         if force or version != self.version:
             try:
                 self.on_change(version)
+            except Deferred as exc:  # not done yet (nor failed): the next check hands it over again
+                log.info("class registry watcher: version %d %s", version, exc)
+                return
             except Exception:  # the consumer's failure: keep watching; the next check hands it over again
                 log.exception("class registry watcher: on_change(%d) failed", version)
                 return

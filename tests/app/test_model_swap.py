@@ -173,7 +173,7 @@ def test_a_file_replaced_between_loading_and_serving_is_picked_up(tmp_path, tiny
     """vpt-serve loads every model before it binds; the watcher starts from the versions as loaded."""
     settings = repo_settings(tmp_path, tiny, models_dir=models, models_poll_s=0.1)
     repository = load_repository(settings)
-    repository.load_all()
+    repository.preload()
     place(tiny["next"], models / "m.safetensors")  # after loading, before the server (and its watcher) starts
     with serve(settings, repository=repository) as c:
         wait_until(lambda: c.get("/models/m").json()["version"] == version_of(tiny["next"]), what="the swap of m")
