@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         20.0, ge=1, description="largest long side / short side of an image (422 above; read from the header)"
     )
     max_names_per_call: int = Field(100, ge=1, description="class names per POST /classes")
-    max_classes: int = Field(10_000, ge=1, description="registered classes in all")
+    max_classes: int = Field(10_000, ge=1, description="registered classes per model")
 
     # storage, auth, network
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="where the demo unpacks its backbone; registry default")
@@ -90,7 +90,9 @@ class Settings(BaseSettings):
         5.0, gt=0, description="how often a replica re-reads the registry version (besides PostgreSQL's NOTIFY)"
     )
     token: SecretStr | None = Field(
-        None, description="bearer token required by POST/DELETE /classes (a --token flag shows in ps: prefer the file)"
+        None,
+        description="bearer token required by class changes (POST/DELETE .../classes) and model reloads "
+        "(a --token flag shows in ps: prefer the file)",
     )
     token_file: Path | None = Field(None, description="file holding the bearer token (instead of --token)")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

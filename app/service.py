@@ -41,7 +41,7 @@ from app.models import (
     file_signature,
     release_freed_memory,
 )
-from app.names import find, name_key, normalize_name, show, unique
+from app.names import find, normalize_name, show, unique
 from app.registry import ClassRegistry, RegistryError, RegistryUnavailableError
 from app.sync import RegistryFollower, plan
 
@@ -73,13 +73,9 @@ class InvalidRequestError(Exception):
     """A request the service refuses with a message written here (safe to show the client)."""
 
 
-class ClassLimitError(InvalidRequestError):
-    """Registering would exceed the configured number of classes."""
-
-
 class ClassNotFoundError(InvalidRequestError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"class {show(name)} is not registered (GET /classes lists them)")
+    def __init__(self, name: str, model: str) -> None:
+        super().__init__(f"class {show(name)} is not registered for model {model} (GET /models/{model}/classes)")
 
 
 class ModelNotFoundError(InvalidRequestError):
@@ -591,16 +587,10 @@ class Service:
         """Register names zero-shot for a model; names already registered are left alone (idempotent)."""
         served = self.model(model)
         wanted = self._normalize_request(served.engine, names)
-        current = {name_key(n) for n in served.engine.classnames}
-        new = [n for n in wanted if name_key(n) not in current]
-        if len(current) + len(new) > self.settings.max_classes:
-            raise ClassLimitError(
-                f"registering {len(new)} more classes would exceed the limit of {self.settings.max_classes}; "
-                "delete some first"
-            )
         # Every wanted name goes to the registry, even those this replica has: it decides (another replica may
         # have deleted one). Off the model thread and outside the mutation lock: the registry orders writers and
-        # checks the limit in the transaction; a dead database costs this request its retry budget, nobody else.
+        # checks the limit in the transaction (RegistryLimitError, a 409; this replica's count may be behind);
+        # a dead database costs this request its retry budget, nobody else.
         added = await asyncio.to_thread(self.registry.add, served.name, wanted, self.settings.max_classes)
         await self._follow_write()
         return {"added": added, "classes": self.list_classes(model)}
@@ -615,7 +605,7 @@ class Service:
         registered = find(normalized, served.engine.classnames)
         removed = await asyncio.to_thread(self.registry.remove, served.name, registered or normalized)
         if not removed and registered is None:
-            raise ClassNotFoundError(normalized)
+            raise ClassNotFoundError(normalized, served.name)
         await self._follow_write()  # not removed but known here: another replica removed it just now
         return {"removed": registered or normalized, "classes": self.list_classes(model)}
 

@@ -95,7 +95,6 @@ def start_server(
     port = free_port()
     flags = {
         "--data-dir": str(shared_data_dir()),
-        "--registry": registry or str(root / "classes.sqlite"),
         "--host": "127.0.0.1",
         "--port": str(port),
         "--device": "cpu",
@@ -107,6 +106,8 @@ def start_server(
     command = [*serve_command(), "--demo", *(part for pair in flags.items() for part in pair), *extra]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("VPT_")}  # no stray VPT_TOKEN and the like
     child_env["OMP_NUM_THREADS"] = "1"
+    # the registry through the environment, as the docs say to: a database URL's password never shows in ps
+    child_env["VPT_REGISTRY"] = registry or str(root / "classes.sqlite")
     child_env.update(env or {})
     if token is not None:
         child_env["VPT_TOKEN"] = token  # not a flag: it would show in the process list

@@ -20,7 +20,6 @@ from app.engine.errors import EngineError, InvalidClassNameError, InvalidSamples
 from app.images import CorruptImageError, EmptyImageError, ImageShapeError, ImageTooLargeError, NotAnImageError
 from app.registry import RegistryError, RegistryLimitError, RegistryUnavailableError
 from app.service import (
-    ClassLimitError,
     ClassNotFoundError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -51,7 +50,12 @@ ERRORS: dict[type[BaseException], tuple[int, str, bool]] = {
         "crop it",
         False,
     ),
-    NoClassesError: (409, 'no classes are registered: POST /classes with {{"names": [...]}} first', False),
+    NoClassesError: (
+        409,
+        'the model has no classes registered: POST /classes (a named model: /models/<name>/classes) with '
+        '{{"names": [...]}} first',
+        False,
+    ),
     InvalidClassNameError: (
         422,
         "a class name is invalid: it must be non-empty visible text that fits the model's text context",
@@ -96,7 +100,6 @@ def error_response(
 REQUEST_ERRORS: dict[type[InvalidRequestError], int] = {
     ClassNotFoundError: 404,
     ModelNotFoundError: 404,
-    ClassLimitError: 409,
 }
 
 
