@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -23,6 +24,9 @@ from training.learners import LearnerConfig, PromptLearner, build_learner
 FORMAT_VERSION = "2"  # 2 added the optional "calibration" field
 READABLE_VERSIONS = ("1", "2")
 _IDENTITY_FIELDS = ("backbone", "weights", "text_width", "embed_dim", "context_length")
+# A few held-out image features [K, D], stored beside the learner's tensors: the serving engine measures its
+# vpt-cond linear pass on them (random unit vectors stand in for images when an artifact has none).
+PROBES_KEY = "probe_features"
 
 
 class ArtifactError(ValueError):
@@ -35,6 +39,7 @@ class Posterior:
     classnames: list[str]
     metadata: dict[str, Any]
     calibration: Calibration | None = None  # None: fitted without held-out images (or format 1)
+    probes: torch.Tensor | None = None  # [K, D] held-out image features (PROBES_KEY), if stored
 
 
 def save_posterior(
@@ -45,6 +50,7 @@ def save_posterior(
     training: dict[str, Any],
     metrics: dict[str, Any],
     calibration: Calibration | None = None,
+    probes: torch.Tensor | None = None,
 ) -> Path:
     """Write tensors + metadata atomically (a crash mid-write never leaves a half file in place)."""
     path = Path(path)
@@ -62,6 +68,8 @@ def save_posterior(
     if calibration is not None:
         meta["calibration"] = json.dumps(calibration.as_dict())
     tensors = {k: v.detach().cpu().contiguous() for k, v in learner.state_dict().items()}
+    if probes is not None:
+        tensors[PROBES_KEY] = probes.detach().float().cpu().contiguous()
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -113,12 +121,18 @@ def load_posterior(path: str | Path, backbone: Backbone) -> Posterior:
     ident = backbone.identity
     learner = build_learner(cfg, ident.text_width, ident.embed_dim)
     state = load_file(str(path))
+    probes = state.pop(PROBES_KEY, None)
+    if probes is not None and (probes.ndim != 2 or probes.shape[1] != ident.embed_dim):
+        raise ArtifactError(
+            f"{path}: {PROBES_KEY} {tuple(probes.shape)} are not image features of width {ident.embed_dim}"
+        )
     try:
         learner.load_state_dict(state)
     except RuntimeError as exc:
         raise ArtifactError(f"{path}: tensors do not fit variant {cfg.variant}: {exc}") from exc
     learner.to(backbone.device).eval().requires_grad_(False)
-    return Posterior(learner, list(meta["classnames"]), meta, meta.get("calibration"))
+    probes = probes.to(backbone.device) if probes is not None else None
+    return Posterior(learner, list(meta["classnames"]), meta, meta.get("calibration"), probes)
 
 
 def fitted_sources(meta: dict[str, Any]) -> tuple[str, str]:

@@ -15,7 +15,14 @@ from training.cli_common import add_backbone_args, add_config_args, config_from_
 from training.data import class_subset, load_dataset, load_split
 from training.evaluate import evaluate
 from training.features import encode_samples
-from training.pipeline import CALIBRATION_CHOICES, CALIBRATION_HELP, CalibrationConfig, calibrate, held_out
+from training.pipeline import (
+    CALIBRATION_CHOICES,
+    CALIBRATION_HELP,
+    CalibrationConfig,
+    calibrate,
+    held_out,
+    probe_subset,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if test:
         tf, tl = encode_samples(backbone, test, desc="test features")
         metrics["recalibration"]["test"] = evaluate(clf, tf, tl, cfg.samples, args.seed, cal)
-    save_posterior(args.out, post.learner, backbone.identity, post.classnames, meta["training"], metrics, cal)
+    probes = probe_subset(feats, args.seed)
+    save_posterior(args.out, post.learner, backbone.identity, post.classnames, meta["training"], metrics, cal, probes)
     print(json.dumps({"artifact": str(args.out), **metrics["recalibration"]}, indent=2))
     return 0
 

@@ -108,6 +108,15 @@ def calibrate(
     return cal
 
 
+PROBE_IMAGES = 4  # held-out image features stored in the artifact (training/artifact.py PROBES_KEY)
+
+
+def probe_subset(features: torch.Tensor, seed: int, count: int = PROBE_IMAGES) -> torch.Tensor:
+    """A seeded handful of held-out image features: what the serving engine measures approximations on."""
+    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))
+    return features[order[:count].to(features.device)]
+
+
 def fit_posterior(
     clf: PromptClassifier,
     fit_cfg: FitConfig,
@@ -184,6 +193,7 @@ def train_posterior(
         "calibration": asdict(calibration),
         **(sources or {}),
     }
-    save_posterior(out, clf.learner, backbone.identity, classnames, training, metrics, cal)
+    probes = probe_subset(held[0], fit_cfg.seed) if held is not None else None
+    save_posterior(out, clf.learner, backbone.identity, classnames, training, metrics, cal, probes)
     checkpoint.unlink(missing_ok=True)
     return Posterior(clf.learner, classnames, {"variant": learner.variant, "metrics": metrics}, cal)

@@ -52,7 +52,7 @@ ERRORS: dict[type[BaseException], tuple[int, str, bool]] = {
     ),
     NoClassesError: (
         409,
-        'the model has no classes registered: POST /classes (a named model: /models/<name>/classes) with '
+        "the model has no classes registered: POST /classes (a named model: /models/<name>/classes) with "
         '{{"names": [...]}} first',
         False,
     ),

@@ -80,3 +80,26 @@ def test_random_weights_are_reproducible_across_loads():
     torch.manual_seed(123)  # global RNG state must not matter
     b = load_backbone(str(TINY_CONFIG), "none").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_probe_features_round_trip_and_reach_the_engine(tmp_path, tiny_backbone):
+    from app.engine.engine import Engine
+
+    clf = PromptClassifier.create(tiny_backbone, LearnerConfig("vpt-cond"), NAMES)
+    dim = tiny_backbone.identity.embed_dim
+    probes = torch.nn.functional.normalize(torch.randn(3, dim), dim=-1)
+    path = save_posterior(tmp_path / "p.safetensors", clf.learner, tiny_backbone.identity, NAMES, {}, {}, None, probes)
+    post = load_posterior(path, tiny_backbone)
+    torch.testing.assert_close(post.probes, probes)
+    engine = Engine.from_posterior(tiny_backbone, path, max_samples=2, cond_mode="linear")
+    engine.set_classes(NAMES)
+    expected = Engine(tiny_backbone, post.learner, max_samples=2, cond_mode="linear", probes=probes)
+    expected.set_classes(NAMES)
+    assert engine.linear_error == expected.linear_error  # measured on the stored probes
+    without = save_posterior(tmp_path / "q.safetensors", clf.learner, tiny_backbone.identity, NAMES, {}, {})
+    assert load_posterior(without, tiny_backbone).probes is None
+    bad = save_posterior(
+        tmp_path / "r.safetensors", clf.learner, tiny_backbone.identity, NAMES, {}, {}, None, probes[:, :5]
+    )
+    with pytest.raises(ArtifactError, match="probe_features"):
+        load_posterior(bad, tiny_backbone)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from tests.conftest import TINY_CONFIG
@@ -161,5 +162,10 @@ def test_train_calibrates_and_vpt_calibrate_recalibrates_for_a_class_set(tmp_pat
     meta = read_metadata(again)
     assert meta["calibration"].classnames == ["blue", "green", "red", "yellow"]
     assert meta["classnames"] == ["blue", "green"]  # still the classes it was trained on
+    # a few held-out image features travel with both artifacts (the serving engine's probes)
+    for path in (out, again):
+        with safe_open(str(path), "pt") as fh:
+            probes = fh.get_tensor("probe_features")
+        assert probes.shape[0] > 0 and torch.allclose(probes.norm(dim=-1), torch.ones(len(probes)), atol=1e-4)
     assert cli_calibrate.main([*args[:-1], str(tmp_path / "x.bin"), "--device", "cpu"]) == 2
     assert ".safetensors" in capsys.readouterr().err
