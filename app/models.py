@@ -16,12 +16,13 @@ file name are still told apart.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -278,3 +279,33 @@ class ArtifactRepository:
             why = next((m for m in refused if f"'{self.default}'" in m), "no artifact has that name")
             raise ModelLoadError(f"the default model '{self.default}' could not be loaded: {why}")
         return models, refused
+
+
+def signatures(files: dict[str, Path]) -> dict[str, Signature]:
+    return {name: file_signature(path) for name, path in files.items()}
+
+
+async def watch_repository(
+    repository: Repository,
+    poll_s: float,
+    loaded: dict[str, Signature],
+    changed: Callable[[str, Path], Awaitable[bool]],
+) -> None:
+    """Poll the repository's files every poll_s and call `changed(name, path)` for a file that changed or
+    appeared since the last look (`loaded`: the signatures of the versions being served). A False answer
+    means "not done, tell me again". Replace files atomically (write beside, then rename): a half-copied
+    file fails to load and is tried again when it changes again. Runs until cancelled."""
+    seen = {**signatures(repository.files()), **loaded}
+    while True:
+        await asyncio.sleep(poll_s)
+        try:
+            files = await asyncio.to_thread(repository.files)
+            now = await asyncio.to_thread(signatures, files)
+            for name, signature in now.items():
+                if seen.get(name) != signature and not await changed(name, files[name]):
+                    now[name] = seen.get(name)
+            seen = now
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("checking the model repository failed; trying again in %.1f s", poll_s)

@@ -30,18 +30,27 @@ import torch
 from app.batcher import Batcher, BatcherClosedError, BatchStats, QueueFullError, RequestTimeoutError
 from app.config import Settings
 from app.decision import Decision, Fallback, decide, unknown_rule
-from app.engine.errors import EngineError, InvalidClassNameError, NoClassesError
+from app.engine.errors import InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
 from app.models import (
     ModelLoadError,
     Repository,
     ServedModel,
-    Signature,
-    file_signature,
     release_freed_memory,
+    watch_repository,
 )
-from app.names import find, normalize_name, show, unique
+from app.names import find, normalize_name, unique
+from app.refusals import (
+    ClassNotFoundError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotReadyError,
+    PrepareFailedError,
+    RegistryWaitError,
+    ReloadFailedError,
+    cause,
+)
 from app.registry import ClassRegistry, RegistryError, RegistryUnavailableError
 from app.sync import RegistryFollower, plan
 
@@ -55,46 +64,6 @@ T = TypeVar("T")
 START_RETRY_MAX_S = 5.0  # at start-up, an unreachable registry is retried at least this often
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
-
-
-class NotReadyError(Exception):
-    """The model is loading (or failed to load); requests that need it wait for /readyz."""
-
-
-class RegistryWaitError(NotReadyError):
-    """Start-up waits for the class registry (the database is not reachable yet); the message says why."""
-
-
-class PrepareFailedError(NotReadyError):
-    """Start-up failed for good; the message names the cause (our own text: registry or model errors)."""
-
-
-class InvalidRequestError(Exception):
-    """A request the service refuses with a message written here (safe to show the client)."""
-
-
-class ClassNotFoundError(InvalidRequestError):
-    def __init__(self, name: str, model: str) -> None:
-        super().__init__(f"class {show(name)} is not registered for model {model} (GET /models/{model}/classes)")
-
-
-class ModelNotFoundError(InvalidRequestError):
-    """A request named a model this server does not serve (404, listing the served ones)."""
-
-    def __init__(self, name: str, served: Sequence[str]) -> None:
-        super().__init__(f"model {show(name)} is not served; served models: {', '.join(served)} (GET /models)")
-
-
-class ReloadFailedError(InvalidRequestError):
-    """A reload could not load the new artifact; the old version keeps serving."""
-
-
-def _cause(exc: Exception) -> str:
-    """What a client or /readyz is told about a failure: our own registry, model and engine messages in
-    full; for anything else only its type (library exception text stays in the log)."""
-    if isinstance(exc, RegistryError | EngineError | ModelLoadError):
-        return str(exc)
-    return type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -186,7 +155,7 @@ class Service:
             await self._until_registry(self.sync)  # the version the restored classes belong to
         except Exception as exc:
             log.exception("the model could not be prepared; /readyz stays 503")
-            self.failure = _cause(exc)
+            self.failure = cause(exc)
             self.state = FAILED
             return
         for model in models:
@@ -195,7 +164,10 @@ class Service:
         self.state = READY
         self.metrics.ready.set(1)
         if self.settings.models_poll_s > 0 and self.repository.files():
-            self._watch_task = asyncio.create_task(self._watch(), name="vpt-models-watch")
+            # the served versions as loaded (vpt-serve loads before it serves): a change in between is a change
+            loaded = {m.name: m.signature for m in self._models.values() if m.path is not None}
+            watch = watch_repository(self.repository, self.settings.models_poll_s, loaded, self._file_changed)
+            self._watch_task = asyncio.create_task(watch, name="vpt-models-watch")
         self._follower = RegistryFollower(
             self.registry, self.sync, asyncio.get_running_loop(), self.settings.registry_poll_s
         )
@@ -475,7 +447,7 @@ class Service:
                 new = await loop.run_in_executor(self._load_pool, self._load_warm, name, path, current)
             except Exception as exc:
                 message = (
-                    f"reload of model {name} from {path} failed, version {current.version} keeps serving: {_cause(exc)}"
+                    f"reload of model {name} from {path} failed, version {current.version} keeps serving: {cause(exc)}"
                 )
                 log.error("%s", message, exc_info=not isinstance(exc, ModelLoadError))
                 self._models = {**self._models, name: replace(current, error=message)}
@@ -516,7 +488,7 @@ class Service:
                 await loop.run_in_executor(self._load_pool, model.engine.warmup)
                 await loop.run_in_executor(self._load_pool, release_freed_memory)
             except Exception as exc:
-                message = f"model '{name}' not served: {_cause(exc)}"
+                message = f"model '{name}' not served: {cause(exc)}"
                 if message not in self.refused:
                     log.error("%s", message)
                     self.refused = [*[r for r in self.refused if f"'{name}'" not in r], message]
@@ -532,36 +504,17 @@ class Service:
             log.warning("model %s: class registry sync failed (%s); the registry watcher retries", name, exc)
         return True
 
-    async def _watch(self) -> None:
-        """Poll the repository's files: a changed file is reloaded, a new one added. Replace files
-        atomically (write beside, then rename): a half-copied file fails to load and is retried when it
-        changes again."""
-        seen = _signatures(self.repository.files())
-        # the served versions as loaded (vpt-serve loads before it serves): a change in between is a change
-        seen.update({m.name: m.signature for m in self._models.values() if m.path is not None})
-        while True:
-            await asyncio.sleep(self.settings.models_poll_s)
-            try:
-                files = await asyncio.to_thread(self.repository.files)
-                now = await asyncio.to_thread(_signatures, files)
-                for name, signature in now.items():
-                    if seen.get(name) == signature:
-                        continue
-                    if name in self._models:
-                        log.info("model %s: its artifact changed, reloading", name)
-                        try:
-                            await self.reload(name)
-                        except ReloadFailedError:
-                            pass  # reported by reload; retried when the file changes again
-                    elif not await self._add_model(name, files[name]):
-                        now[name] = seen.get(name)  # not looked at yet: again at the next look
-                seen = now
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception(
-                    "checking the model repository failed; trying again in %.1f s", self.settings.models_poll_s
-                )
+    async def _file_changed(self, name: str, path: Path) -> bool:
+        """The repository watcher saw `name`'s file change (or appear): reload it, or add the new model.
+        False: not done yet (the registry was unreachable), the watcher hands it over again."""
+        if name not in self._models:
+            return await self._add_model(name, path)
+        log.info("model %s: its artifact changed, reloading", name)
+        try:
+            await self.reload(name)
+        except ReloadFailedError:
+            pass  # reported by reload; retried when the file changes again
+        return True
 
     # classes ----------------------------------------------------------------------------------
 
@@ -674,7 +627,3 @@ def _valid_names(engine: EngineProtocol, names: Sequence[str], what: str) -> lis
         except InvalidClassNameError as exc:
             log.warning("%s skipped: %s", what, exc)
     return unique(valid)
-
-
-def _signatures(files: dict[str, Path]) -> dict[str, Signature]:
-    return {name: file_signature(path) for name, path in files.items()}

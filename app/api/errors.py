@@ -18,8 +18,7 @@ from app.batcher import BatcherClosedError, QueueFullError, RequestTimeoutError
 from app.config import Settings
 from app.engine.errors import EngineError, InvalidClassNameError, InvalidSamplesError, NoClassesError
 from app.images import CorruptImageError, EmptyImageError, ImageShapeError, ImageTooLargeError, NotAnImageError
-from app.registry import RegistryError, RegistryLimitError, RegistryUnavailableError
-from app.service import (
+from app.refusals import (
     ClassNotFoundError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -27,6 +26,7 @@ from app.service import (
     PrepareFailedError,
     RegistryWaitError,
 )
+from app.registry import RegistryError, RegistryLimitError, RegistryUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ REQUEST_ERRORS: dict[type[InvalidRequestError], int] = {
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidRequestError):
         return error_response(REQUEST_ERRORS.get(type(exc), 422), str(exc))
-    if isinstance(exc, PrepareFailedError):  # the cause is the service's own text (see service._cause)
+    if isinstance(exc, PrepareFailedError):  # the cause is the service's own text (see app.refusals.cause)
         return error_response(503, f"the service failed to start and will not become ready: {exc}; fix it and restart")
     if isinstance(exc, RegistryWaitError):  # the registry's own message
         detail = f"waiting for the class registry at start-up ({exc}); the service retries by itself"

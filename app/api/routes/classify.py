@@ -10,7 +10,7 @@ from pydantic import BeforeValidator, Field
 from app.api.deps import ServiceDep
 from app.api.schemas import ClassifyManyOut, ClassifyOut, ErrorOut
 from app.images import ImageTooLargeError
-from app.service import InvalidRequestError
+from app.refusals import InvalidRequestError
 
 router = APIRouter(tags=["classify"])
 
