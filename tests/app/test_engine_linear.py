@@ -93,3 +93,19 @@ def test_tolerance_decides(tiny_backbone) -> None:
 def test_unknown_cond_mode_is_refused(tiny_backbone) -> None:
     with pytest.raises(ValueError, match="cond_mode"):
         Engine(tiny_backbone, cond_learner(tiny_backbone, -18.0), cond_mode="fast")
+
+
+def test_auto_sampling_on_the_linear_pass_uses_each_rows_own_expansion_point(tiny_backbone) -> None:
+    """samples=auto draws bank rows in blocks at an offset: row k must use point r0_k, not r0_(k - offset)."""
+    from app.engine.engine import AUTO
+
+    learner = cond_learner(tiny_backbone, log_var=0.0)
+    engine = Engine(tiny_backbone, learner, max_samples=12, cond_mode="linear", auto_tolerance=1e-9)
+    engine.set_classes(NAMES)
+    assert engine.active_cond_mode == "linear"
+    auto = engine.predict(images(2), [AUTO, AUTO])
+    assert [p.samples for p in auto] == [12, 12]  # a tolerance no answer meets: every block drawn
+    fixed = engine.predict(images(2), [12, 12])
+    for a, f in zip(auto, fixed):
+        got, want = {c.label: c.probability for c in a.classes}, {c.label: c.probability for c in f.classes}
+        assert max(abs(got[n] - want[n]) for n in NAMES) <= 1e-6
