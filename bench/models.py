@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from serve_load import Load, build_request, drive_requests, free_port, load_images, run_loop
+from serve_load import Load, build_request, drive_requests, free_port, load_images, run_loop, stop_process
 
 from app.client import AsyncClient, Client, VPTError
 
@@ -178,13 +178,7 @@ class ModelServer:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
 
 @contextmanager
