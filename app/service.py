@@ -18,7 +18,6 @@ import contextlib
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from app.decision import Decision, Fallback, decide, unknown_rule
 from app.engine.errors import InvalidClassNameError, NoClassesError
 from app.images import ImageTooLargeError, decode_image
 from app.metrics import Metrics
+from app.model_info import answering_model, model_entry, trained_classes
 from app.models import (
     ModelLoadError,
     Repository,
@@ -52,7 +52,7 @@ from app.refusals import (
     cause,
 )
 from app.registry import ClassRegistry, RegistryError, RegistryUnavailableError
-from app.sync import RegistryFollower, plan
+from app.sync import ClassSync, RegistryFollower, valid_names
 
 if TYPE_CHECKING:
     from app.engine.results import EngineProtocol, Prediction
@@ -89,14 +89,6 @@ class Service:
         self.state = LOADING
         self.failure: str | None = None  # why preparing failed, as /readyz tells it
         self.waiting: str | None = None  # why start-up is waiting for the registry (it retries by itself)
-        # The registry version every served model's classes equal (what sync reached).
-        self.registry_version: int | None = None
-        # Per engine, the registry version its classes equal. Written on the model thread in the same exclusive
-        # step that changes the engine's classes (_converge), or before a new version serves (a reload), and
-        # read by each batch per head: an answer's registry_version is that of exactly the classes it was
-        # scored against, also for a request still finishing on a version a reload replaced (which sync no
-        # longer updates). Reading one service-wide value instead paired old classes with newer versions.
-        self._engine_versions: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._follower: RegistryFollower | None = None
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vpt-decode")
         self._load_pool = ThreadPoolExecutor(1, thread_name_prefix="vpt-load")  # reloads, beside the model thread
@@ -113,6 +105,16 @@ class Service:
             on_batch=self._observe_batch,
             on_queue_depth=metrics.queue_depth.set,
         )
+        # the served models' class sets as a cache of the registry, and per engine the version they equal
+        self._sync = ClassSync(
+            registry,
+            self._mutation_lock,
+            self.batcher.run_exclusive,
+            lambda: list(self._models.values()),
+            self._model_metrics,
+            metrics.registry_version,
+        )
+        self.sync = self._sync.sync
         metrics.ready.set(0)
         self._fallback = Fallback(settings.uncertainty_measure, settings.uncertainty_threshold)
 
@@ -200,11 +202,11 @@ class Service:
         (skipping names the model cannot take). The default model is seeded with VPT_CLASSES when given,
         every model else with the classes its posterior was trained on."""
         engine = model.engine
-        initial = (self.settings.classes if model.name == self.default else []) or engine_trained(engine)
-        seeded = self.registry.seed(model.name, _valid_names(engine, initial, "initial class"))
+        initial = (self.settings.classes if model.name == self.default else []) or trained_classes(engine)
+        seeded = self.registry.seed(model.name, valid_names(engine, initial, "initial class"))
         if seeded:
             log.info("model %s: registered %d initial classes in %s", model.name, len(seeded), self.registry.location)
-        engine.set_classes(_valid_names(engine, self.registry.names(model.name), "registered class"))
+        engine.set_classes(valid_names(engine, self.registry.names(model.name), "registered class"))
 
     def _model_metrics(self, model: ServedModel) -> None:
         """Gauges that follow a model and its class set (re-set on every change; labels only of served models)."""
@@ -249,58 +251,16 @@ class Service:
 
     def model_info(self, name: str | None = None, model: ServedModel | None = None) -> dict[str, Any]:
         """What an answer and /readyz say about the model that answered (`model`, else the one named)."""
-        model = model or self.model(name)
-        engine = model.engine
-        cal = engine.calibration
-        measure, threshold = unknown_rule(cal, self._fallback)
-        calibration = None
-        if cal is not None:
-            calibration = {
-                "temperature": cal.temperature,
-                "method": cal.method,
-                "held_out_images": len(cal.scores),
-                "classes": len(cal.classnames),
-                "matches_registered_classes": engine.calibrated,
-                "false_alarm": cal.false_alarm,
-            }
-        return {
-            "name": model.name,
-            "version": model.version,
-            "variant": engine.variant,
-            "id": str(engine.model_id),
-            "max_samples": engine.max_samples,
-            "text_pass": getattr(engine, "active_cond_mode", "exact"),
-            "linear_error": getattr(engine, "linear_error", None),
-            "calibration": calibration,
-            "unknown_measure": measure,
-            "unknown_threshold": threshold,
-        }
+        return answering_model(model or self.model(name), self._fallback)
 
     def describe(self, name: str) -> dict[str, Any]:
-        """GET /models/{name}: the model's file, version, classes and calibration state."""
-        model = self.model(name)
-        engine = model.engine
-        info = self.model_info(model=model)
-        return {
-            "name": model.name,
-            "version": model.version,
-            "variant": engine.variant,
-            "sha256": model.sha256,
-            "path": str(model.path) if model.path is not None else None,
-            "created_at": model.created_at,
-            "loaded_at": model.loaded_at,
-            "classes": len(engine.classnames),
-            "trained_classes": len(engine_trained(engine)),
-            "calibrated": engine.calibrated,
-            "calibration": info["calibration"],
-            "state": READY,
-            "error": model.error,
-        }
+        """GET /models/{name}."""
+        return model_entry(self.model(name), self._fallback)
 
     def catalogue(self) -> dict[str, Any]:
         """GET /models."""
-        names = self.model_names()
-        return {"default": self.default, "models": [self.describe(n) for n in names], "refused": list(self.refused)}
+        models = [model_entry(self.model(n), self._fallback) for n in self.model_names()]
+        return {"default": self.default, "models": models, "refused": list(self.refused)}
 
     # classify ---------------------------------------------------------------------------------
 
@@ -401,7 +361,7 @@ class Service:
                 heads.setdefault(id(model.engine), (model.engine, []))[1].append((i, k))
         for engine, members in heads.values():
             rows = [i for i, _ in members]
-            version = self._engine_versions.get(engine)  # on the model thread: the version of its classes
+            version = self._sync.version_of(engine)  # on the model thread: the version of its classes
             try:
                 predictions: Sequence[Prediction | Exception] = engine.predict_features(
                     feats[torch.tensor(rows, device=feats.device)], [jobs[i].samples for i in rows]
@@ -470,10 +430,8 @@ class Service:
             return current if current.error is None else replace(current, error=None)
         # the classes the serving version has: they belong to registry_version (the mutation lock keeps sync
         # out meanwhile), and a reload works while the database is down; sync brings both to newer ones
-        new.engine.set_classes(_valid_names(new.engine, current.engine.classnames, "registered class"))
-        version = self._engine_versions.get(current.engine)
-        if version is not None:
-            self._engine_versions[new.engine] = version
+        new.engine.set_classes(valid_names(new.engine, current.engine.classnames, "registered class"))
+        self._sync.inherit(new.engine, current.engine)
         new.engine.warmup()
         return new
 
@@ -573,57 +531,11 @@ class Service:
 
     # following the registry -------------------------------------------------------------------
 
-    async def sync(self, version: int | None = None) -> int:
-        """Bring every served model's classes to the registry's snapshot (encoding only missing classes) and
-        return the version reached. `version`: one the watcher saw; a replica already there skips the read.
-        Any other version means a read, a lower one too: a database restored from a backup is followed."""
-        async with self._mutation_lock:
-            known = self.registry_version
-            if version is not None and version == known:
-                return known
-            reached, snapshot = await asyncio.to_thread(self.registry.snapshot)
-            models = list(self._models.values())
-            changed = await self.batcher.run_exclusive(self._converge, models, snapshot, reached)
-        for model in changed:
-            self._model_metrics(model)
-        self.metrics.registry_version.set(reached)
-        if known is not None and reached != known:
-            log.info("class registry version %d -> %d (%d models changed)", known, reached, len(changed))
-        return reached
-
-    def _converge(self, models: list[ServedModel], snapshot: dict[str, list[str]], version: int) -> list[ServedModel]:
-        """On the model thread, between batches: every model to its names in the snapshot, then the version."""
-        changed = []
-        for model in models:
-            engine = model.engine
-            # the registry holds normalised names: only the missing ones are checked against the text context
-            # (tokenising every name of every model at each sync stalled answers ~54 us per name)
-            missing, extra = plan(engine.classnames, snapshot.get(model.name, []))
-            missing = _valid_names(engine, missing, "registered class")
-            for name in extra:
-                engine.remove_class(name)
-            if missing:
-                engine.add_classes(missing)
-            if missing or extra:
-                changed.append(model)
-            self._engine_versions[engine] = version
-        self.registry_version = version
-        return changed
+    @property
+    def registry_version(self) -> int | None:
+        """The registry version every served model's classes equal (what the last sync reached)."""
+        return self._sync.version
 
     def registry_reason(self) -> str | None:
         """Why this replica may be behind the registry now (database unreachable, ...); None when following."""
         return self._follower.reason if self._follower is not None else None
-
-
-def engine_trained(engine: EngineProtocol) -> list[str]:
-    return list(getattr(engine, "trained_classnames", []))
-
-
-def _valid_names(engine: EngineProtocol, names: Sequence[str], what: str) -> list[str]:
-    valid = []
-    for name in names:
-        try:
-            valid.append(engine.normalize_name(name))
-        except InvalidClassNameError as exc:
-            log.warning("%s skipped: %s", what, exc)
-    return unique(valid)
