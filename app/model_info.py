@@ -14,21 +14,25 @@ def trained_classes(engine: Any) -> list[str]:
     return list(getattr(engine, "trained_classnames", []))
 
 
+def calibration_state(engine: Any) -> dict[str, Any] | None:
+    """The posterior's calibration and whether it holds for the registered classes (None: uncalibrated)."""
+    cal = engine.calibration
+    if cal is None:
+        return None
+    return {
+        "temperature": cal.temperature,
+        "method": cal.method,
+        "held_out_images": len(cal.scores),
+        "classes": len(cal.classnames),
+        "matches_registered_classes": engine.calibrated,
+        "false_alarm": cal.false_alarm,
+    }
+
+
 def answering_model(model: ServedModel, fallback: Fallback) -> dict[str, Any]:
     """The `model` object of an answer: which version answered, and the rules its uncertainty follows."""
     engine = model.engine
-    cal = engine.calibration
-    measure, threshold = unknown_rule(cal, fallback)
-    calibration = None
-    if cal is not None:
-        calibration = {
-            "temperature": cal.temperature,
-            "method": cal.method,
-            "held_out_images": len(cal.scores),
-            "classes": len(cal.classnames),
-            "matches_registered_classes": engine.calibrated,
-            "false_alarm": cal.false_alarm,
-        }
+    measure, threshold = unknown_rule(engine.calibration, fallback)
     return {
         "name": model.name,
         "version": model.version,
@@ -37,13 +41,13 @@ def answering_model(model: ServedModel, fallback: Fallback) -> dict[str, Any]:
         "max_samples": engine.max_samples,
         "text_pass": getattr(engine, "active_cond_mode", "exact"),
         "linear_error": getattr(engine, "linear_error", None),
-        "calibration": calibration,
+        "calibration": calibration_state(engine),
         "unknown_measure": measure,
         "unknown_threshold": threshold,
     }
 
 
-def model_entry(model: ServedModel, fallback: Fallback) -> dict[str, Any]:
+def model_entry(model: ServedModel) -> dict[str, Any]:
     """A model in GET /models: its file, version, classes and calibration state, and a failed reload's error."""
     engine = model.engine
     return {
@@ -57,7 +61,7 @@ def model_entry(model: ServedModel, fallback: Fallback) -> dict[str, Any]:
         "classes": len(engine.classnames),
         "trained_classes": len(trained_classes(engine)),
         "calibrated": engine.calibrated,
-        "calibration": answering_model(model, fallback)["calibration"],
+        "calibration": calibration_state(engine),
         "state": "ready",
         "error": model.error,
     }

@@ -202,7 +202,6 @@ class ArtifactRepository:
         self.settings = settings
         self._load_backbone = load_backbone
         self._backbone: Backbone | None = None
-        self.problems: list[str] = []  # why files of the repository are not models (set by files())
         self._initial: tuple[list[ServedModel], list[str]] | None = None
         names = sorted(self.files()) if settings.models_dir or settings.posterior else []
         self.default = default_model_name(settings, names)
@@ -214,9 +213,11 @@ class ArtifactRepository:
         return self._backbone
 
     def files(self) -> dict[str, Path]:
-        files, problems = artifact_files(self.settings.models_dir, self.settings.posterior)
-        self.problems = problems
-        return files
+        return self._scan()[0]
+
+    def _scan(self) -> tuple[dict[str, Path], list[str]]:
+        """The artifact files by name, and why the others of the repository are not models."""
+        return artifact_files(self.settings.models_dir, self.settings.posterior)
 
     def load(self, name: str, path: Path | None) -> ServedModel:
         from app.engine.engine import Engine
@@ -258,8 +259,7 @@ class ArtifactRepository:
         models_dir = self.settings.models_dir
         if models_dir is not None and not models_dir.is_dir():
             raise ModelLoadError(f"VPT_MODELS_DIR {models_dir} is not a directory")
-        files = self.files()
-        refused = list(self.problems)
+        files, refused = self._scan()
         if not files:
             if self.settings.models_dir is not None:
                 raise ModelLoadError(

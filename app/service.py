@@ -255,11 +255,11 @@ class Service:
 
     def describe(self, name: str) -> dict[str, Any]:
         """GET /models/{name}."""
-        return model_entry(self.model(name), self._fallback)
+        return model_entry(self.model(name))
 
     def catalogue(self) -> dict[str, Any]:
         """GET /models."""
-        models = [model_entry(self.model(n), self._fallback) for n in self.model_names()]
+        models = [model_entry(self.model(n)) for n in self.model_names()]
         return {"default": self.default, "models": models, "refused": list(self.refused)}
 
     # classify ---------------------------------------------------------------------------------
