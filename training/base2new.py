@@ -74,7 +74,7 @@ def fit_method(
     cfg: Base2NewConfig,
     seed: int,
     held: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[PromptClassifier, dict[str, float], Calibration | None]:
+) -> tuple[PromptClassifier, dict[str, Any], Calibration | None]:
     """One method fitted on one seed's shots (seeded so every protocol's runs are repeatable), then
     calibrated on `held` when given: the classifier comes back at its fitted temperature."""
     torch.manual_seed(seed)
@@ -133,6 +133,7 @@ def run_base2new(
                 "seed": seed,
                 "shots": cfg.shots,
                 "train_accuracy": summary.get("train_accuracy"),
+                "train_loss_curve": summary.get("train_loss_curve"),
                 **row,
             }
             row["hm_accuracy"] = harmonic_mean(row["base_accuracy"], row["new_accuracy"])

@@ -10,6 +10,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -53,8 +54,16 @@ def lr_at(cfg: FitConfig, epoch: int) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * step / max(cfg.epochs, 1)))
 
 
-def _save_checkpoint(path: Path, clf: PromptClassifier, opt: torch.optim.Optimizer, epoch: int, gen) -> None:
-    state = {"epoch": epoch, "learner": clf.learner.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state()}
+def _save_checkpoint(
+    path: Path, clf: PromptClassifier, opt: torch.optim.Optimizer, epoch: int, gen, curve: list[float]
+) -> None:
+    state = {
+        "epoch": epoch,
+        "learner": clf.learner.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": gen.get_state(),
+        "loss_curve": curve,
+    }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -67,8 +76,9 @@ def fit(
     cfg: FitConfig,
     checkpoint: Path | None = None,
     resume: bool = False,
-) -> dict[str, float]:
-    """Train the learner in place; returns the last epoch's mean loss parts and training accuracy."""
+) -> dict[str, Any]:
+    """Train the learner in place; returns the last epoch's mean loss parts and training accuracy, and
+    `train_loss_curve` (every epoch's mean loss, so a report can show whether training flattened)."""
     device = clf.backbone.device
     named = [(n, p) for n, p in clf.learner.named_parameters() if p.requires_grad]
     if not named:
@@ -83,16 +93,16 @@ def fit(
     if spread:
         groups.append({"params": spread, "lr_scale": cfg.log_var_lr_scale})
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    start = 0
+    start, curve = 0, []
     if resume and checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         clf.learner.load_state_dict(state["learner"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"])
-        start = int(state["epoch"]) + 1
+        start, curve = int(state["epoch"]) + 1, list(state.get("loss_curve", []))
         log.info("resumed from %s at epoch %d", checkpoint, start + 1)
     samples = cfg.samples if clf.learner.cfg.stochastic else 1
-    summary: dict[str, float] = {}
+    summary: dict[str, Any] = {}
     for epoch in range(start, cfg.epochs):
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch) * group["lr_scale"]
@@ -119,9 +129,10 @@ def fit(
                 steps.set_postfix(
                     loss=f"{totals['loss'] / totals['seen']:.4f}", acc=f"{totals['correct'] / totals['seen']:.3f}"
                 )
+        curve.append(totals["loss"] / totals["seen"])
         summary = {
             "epoch": epoch + 1,
-            "train_loss": totals["loss"] / totals["seen"],
+            "train_loss": curve[-1],
             "train_accuracy": totals["correct"] / totals["seen"],
             **{f"last_{k}": v for k, v in parts.items()},
         }
@@ -131,5 +142,5 @@ def fit(
             f"train accuracy {summary['train_accuracy']:.3f}, lr {lr_at(cfg, epoch):.2e}"
         )
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, clf, opt, epoch, gen)
-    return summary
+            _save_checkpoint(checkpoint, clf, opt, epoch, gen, curve)
+    return {**summary, "train_loss_curve": curve}

@@ -125,7 +125,7 @@ def fit_posterior(
     calibration: CalibrationConfig = CalibrationConfig(),
     checkpoint: Path | None = None,
     resume: bool = False,
-) -> tuple[dict[str, float], Calibration | None]:
+) -> tuple[dict[str, Any], Calibration | None]:
     """The core every trainer shares: fit a fresh classifier on train features, then calibrate on
     held-out features (when enabled and given). The classifier comes back at the fitted temperature."""
     summary = fit(clf, *train, fit_cfg, checkpoint=checkpoint, resume=resume)

@@ -236,18 +236,36 @@ def _fewshot_methods(result: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(m for entry in result["per_shots"].values() for m in entry["summary"]))
 
 
+def late_loss_drop(curve: list[float]) -> float:
+    """Relative fall of the epoch loss over the last quarter of the epochs (at least one): near 0
+    when training has flattened."""
+    back = max(1, len(curve) // 4)
+    return (curve[-1 - back] - curve[-1]) / curve[-1 - back] if len(curve) > back else float("nan")
+
+
+def _late_drop_cell(runs: list[dict[str, Any]], method: str) -> str:
+    drops = [late_loss_drop(r["train_loss_curve"]) for r in runs if r["method"] == method and r.get("train_loss_curve")]
+    return f"{100 * statistics.fmean(drops):.1f}" if drops else "–"
+
+
 def fewshot_table(result: dict[str, Any]) -> str:
-    """One row per (method, shots): mean ± std over seeds, HM of the means."""
-    head = "| method | shots | epochs (steps) | base acc | new acc | HM | new ECE |\n|---|---|---|---|---|---|---|\n"
+    """One row per (method, shots): mean ± std over seeds, HM of the means, and how much the training
+    loss still fell over the last quarter of the epochs (mean over seeds)."""
+    head = (
+        "| method | shots | epochs (steps) | seeds | base acc | new acc | HM | new ECE | loss drop, last 1/4 (%) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
     rows = []
     for method in _fewshot_methods(result):
         for k, entry in result["per_shots"].items():
             if method not in entry["summary"]:  # a method run at fewer shot counts
                 continue
             s = entry["summary"][method]
+            seeds = sum(r["method"] == method for r in entry["runs"])
             rows.append(
-                f"| {method} | {k} | {entry['epochs']} ({entry['steps']}) | {_pm(s, 'base_accuracy')} "
-                f"| {_pm(s, 'new_accuracy')} | {100 * _fewshot_value(s, 'hm'):.1f} | {_pm(s, 'new_ece')} |"
+                f"| {method} | {k} | {entry['epochs']} ({entry['steps']}) | {seeds} | {_pm(s, 'base_accuracy')} "
+                f"| {_pm(s, 'new_accuracy')} | {100 * _fewshot_value(s, 'hm'):.1f} | {_pm(s, 'new_ece')} "
+                f"| {_late_drop_cell(entry['runs'], method)} |"
             )
     return head + "\n".join(rows) + "\n"
 

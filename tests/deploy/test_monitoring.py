@@ -23,6 +23,8 @@ DASHBOARD = ROOT / "deploy/grafana/dashboards/vpt.json"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 SCRAPE_TIMEOUT_S = 90
+
+
 def dashboard_exprs() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text())
     return [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]

@@ -55,12 +55,12 @@ def test_checkpoint_resume_reaches_the_same_state(tmp_path, tiny_backbone, monke
         return PromptClassifier.create(tiny_backbone, LearnerConfig("vpt"), NAMES)
 
     straight = fresh()
-    fit(straight, feats, labels, cfg)
+    straight_curve = fit(straight, feats, labels, cfg)["train_loss_curve"]
     ckpt = tmp_path / "run.ckpt"
     real_save = fit_module._save_checkpoint
 
-    def crash_after_second_epoch(path, clf, opt, epoch, gen):
-        real_save(path, clf, opt, epoch, gen)
+    def crash_after_second_epoch(path, clf, opt, epoch, gen, curve):
+        real_save(path, clf, opt, epoch, gen, curve)
         if epoch == 1:
             raise KeyboardInterrupt
 
@@ -70,7 +70,8 @@ def test_checkpoint_resume_reaches_the_same_state(tmp_path, tiny_backbone, monke
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1
     monkeypatch.setattr(fit_module, "_save_checkpoint", real_save)
     resumed = fresh()
-    fit(resumed, feats, labels, cfg, checkpoint=ckpt, resume=True)
+    resumed_curve = fit(resumed, feats, labels, cfg, checkpoint=ckpt, resume=True)["train_loss_curve"]
+    assert len(straight_curve) == cfg.epochs and resumed_curve == pytest.approx(straight_curve)  # whole run's curve
     for k, v in straight.learner.state_dict().items():
         torch.testing.assert_close(resumed.learner.state_dict()[k], v)
 

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import TINY_CONFIG, make_image_folder
 from training import cli_eval
 from training.fewshot import epochs_for
+from training.report import late_loss_drop
 from training.shapes import cache
 from training.shapes.export import export_downstream
 from training.shapes.world import WorldConfig
@@ -39,8 +40,11 @@ def test_few_shot_curves(tmp_path, image_folder, capsys):
         assert {r["method"] for r in entry["runs"]} == {"zeroshot", "coop", "vpt"}
         for method, stats in entry["summary"].items():
             assert 0 <= stats["new_accuracy_mean"] <= 1 and "new_ece_mean" in stats, method
+        for run in entry["runs"]:  # the loss of every epoch, so the report can show training flattened
+            trained = run["method"] != "zeroshot"
+            assert (len(run["train_loss_curve"] or []) == entry["epochs"]) == trained, run["method"]
     table = (out / "fewshot.md").read_text()
-    assert "| coop | 2 |" in table and "few-shot --data" in table
+    assert "| coop | 2 |" in table and "few-shot --data" in table and "loss drop" in table
     assert (out / "fewshot.png").read_bytes()[:4] == b"\x89PNG"
     assert "| method | shots |" in capsys.readouterr().out
 
@@ -104,3 +108,9 @@ def test_test_only_source_is_refused(tmp_path, capsys):
     LAYOUTS["imagenet-sketch"][0](tmp_path / "imagenet-sketch")
     assert cli_eval.main(["base2new", "--data", str(tmp_path / "imagenet-sketch"), *TINY]) == 2
     assert "test-only" in capsys.readouterr().err
+
+
+def test_late_loss_drop_is_the_relative_fall_over_the_last_quarter():
+    assert late_loss_drop([4.0, 2.0, 1.0, 0.5]) == pytest.approx(0.5)  # 4 epochs: the last one
+    assert late_loss_drop([8, 6, 5, 4, 3, 2.0, 2.0, 2.0]) == pytest.approx(0.0)  # flat for the last 2 of 8
+    assert math.isnan(late_loss_drop([1.0]))  # one epoch: nothing to compare
