@@ -49,6 +49,42 @@ def test_few_shot_curves(tmp_path, image_folder, capsys):
     assert "| method | shots |" in capsys.readouterr().out
 
 
+def test_few_shot_add_builds_one_sweep_over_several_runs(tmp_path, image_folder, capsys, monkeypatch):
+    out = tmp_path / "fs"
+    base = ["few-shot", "--data", str(image_folder), "--steps", "4", *FAST, *TINY, "--out", str(out)]
+    assert cli_eval.main([*base, "--shots", "1", "--methods", "zeroshot", "coop", "--seeds", "1", "2"]) == 0
+    first = json.loads((out / "fewshot.json").read_text())["per_shots"]["1"]["runs"]
+    assert cli_eval.main([*base, "--add", "--shots", "1", "2", "--methods", "vpt", "coop", "--seeds", "2"]) == 0
+    result = json.loads((out / "fewshot.json").read_text())
+    assert result["shots"] == [1, 2] and result["config"]["seeds"] == [1, 2]
+    one = result["per_shots"]["1"]
+    assert sorted((r["method"], r["seed"]) for r in one["runs"]) == [
+        ("coop", 1),
+        ("coop", 2),
+        ("vpt", 2),
+        ("zeroshot", 1),
+        ("zeroshot", 2),
+    ]  # coop seed 2 was replaced, not doubled
+    kept = next(r for r in one["runs"] if (r["method"], r["seed"]) == ("coop", 1))
+    assert kept == next(r for r in first if (r["method"], r["seed"]) == ("coop", 1))
+    assert set(one["summary"]) == {"zeroshot", "coop", "vpt"} and set(result["per_shots"]["2"]["summary"]) == {
+        "vpt",
+        "coop",
+    }
+    assert "--add" in result["command"] and result["command"].count("vpt-eval few-shot") == 2
+    capsys.readouterr()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a refused --add must not train")
+
+    monkeypatch.setattr("training.cli_fewshot.run_fewshot", no_training)
+    assert cli_eval.main([*base, "--add", "--shots", "1", "--methods", "vpt", "--steps", "8"]) == 2
+    assert "--steps 4" in capsys.readouterr().err
+    assert cli_eval.main([*base, "--add", "--shots", "1", "--methods", "vpt", "--lr", "0.5"]) == 2
+    assert "other settings (lr)" in capsys.readouterr().err
+    assert json.loads((out / "fewshot.json").read_text()) == result  # a refusal writes nothing
+
+
 @pytest.fixture
 def shapes_world(tmp_path, monkeypatch):
     """Tiny clean and infrared exports of the shapes world, served by ensure_world/ensure_clean_set."""
