@@ -7,6 +7,7 @@ from tests.conftest import TINY_CONFIG
 from training import cli_eval
 from training.base2new import harmonic_mean
 from training.learners import VARIANTS
+from training.report import GENERATED_END, GENERATED_START, splice_generated
 
 
 def test_base2new_reports_every_metric_for_every_method(tmp_path, image_folder, capsys):
@@ -62,3 +63,12 @@ def test_base2new_reports_every_metric_for_every_method(tmp_path, image_folder, 
 def test_harmonic_mean():
     assert harmonic_mean(0.8, 0.6) == 2 * 0.8 * 0.6 / 1.4
     assert harmonic_mean(0.0, 0.0) == 0.0
+
+
+def test_generated_tables_are_spliced_between_markers_keeping_the_prose(tmp_path):
+    page = tmp_path / "uncertainty.md"
+    splice_generated(page, "# Title\n\n", "table v1\n")
+    assert page.read_text() == f"# Title\n\n{GENERATED_START}\ntable v1\n{GENERATED_END}\n"
+    page.write_text("# Prose\n\nabove\n\n" + page.read_text().split("\n\n", 1)[1] + "\nbelow, by hand\n")
+    splice_generated(page, "# Title\n\n", "table v2\n")
+    assert page.read_text() == f"# Prose\n\nabove\n\n{GENERATED_START}\ntable v2\n{GENERATED_END}\n\nbelow, by hand\n"
