@@ -298,8 +298,10 @@ def plot_fewshot(result: dict[str, Any], path: Path) -> None:
     for ax, (key, title) in zip(axes[0], FEWSHOT_PANELS):
         for method in _fewshot_methods(result):
             ran = [k for k in shots if method in result["per_shots"][str(k)]["summary"]]
-            values = [100 * _fewshot_value(result["per_shots"][str(k)]["summary"][method], key) for k in ran]
-            ax.plot(ran, values, marker="o", label=method)
+            stats = [result["per_shots"][str(k)]["summary"][method] for k in ran]
+            values = [100 * _fewshot_value(s, key) for s in stats]
+            errors = [100 * s.get(f"{key}_std", 0.0) for s in stats]  # std over seeds (HM has none)
+            ax.errorbar(ran, values, yerr=errors, marker="o", capsize=2, label=method)
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots, [str(k) for k in shots])
         ax.set_xlabel("shots per class")
